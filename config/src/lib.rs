@@ -1,0 +1,470 @@
+//! boxoffice configuration: parsed once from a TOML file plus `BOXOFFICE_*` environment overrides into
+//! one validated struct that the binaries pass down. Nothing else in the workspace reads the
+//! environment or a config file.
+//!
+//! Every knob is documented in `config/boxoffice.toml`, whose values are the defaults below; a test
+//! keeps the two equal.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The file read when no path is given, relative to the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/boxoffice.toml";
+/// The environment variable that names the config file.
+pub const CONFIG_PATH_ENV: &str = "BOXOFFICE_CONFIG";
+/// Prefix of the environment overrides: `BOXOFFICE_<SECTION>__<KEY>=<value>`.
+pub const ENV_PREFIX: &str = "BOXOFFICE_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error(
+        "environment variable {var} is not a config override: expected {ENV_PREFIX}<SECTION>__<KEY>, e.g. BOXOFFICE_LIMITS__MAX_ITEMS_PER_REQUEST"
+    )]
+    EnvName { var: String },
+    #[error("config key `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+/// The whole configuration. Every section has defaults, so an empty file is a valid config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub storage: StorageConfig,
+    pub engine: EngineConfig,
+    pub limits: LimitsConfig,
+    pub holds: HoldsConfig,
+    pub idempotency: IdempotencyConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory of the sled database that holds the write-ahead log and snapshots.
+    pub data_dir: PathBuf,
+    /// An event writes a snapshot after this many log records; restart replays at most this many
+    /// records per event on top of its latest snapshot.
+    pub snapshot_every_records: u64,
+    /// sled's page cache, in MiB.
+    pub cache_capacity_mib: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./data"),
+            snapshot_every_records: 100_000,
+            cache_capacity_mib: 128,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// How long a caller waits for an event actor's answer before giving up with a timeout.
+    pub call_timeout_ms: u64,
+    /// Requests admitted but not yet answered, per event; past it a request is refused as overloaded
+    /// at once. This bounds each actor's mailbox and the group-commit queue.
+    pub max_in_flight_per_event: u32,
+    /// Events the engine will hold; `CreateEvent` past it is refused.
+    pub max_events: u32,
+    /// Holds released by one expiry record at most; more due holds take several records.
+    pub max_holds_per_expiry_record: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            call_timeout_ms: 5_000,
+            max_in_flight_per_event: 65_536,
+            max_events: 10_000,
+            max_holds_per_expiry_record: 4_096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Items (tier lines, named-seat lists, best-available asks) in one reserve request.
+    pub max_items_per_request: u32,
+    /// Tickets (sum of quantities and named seats) in one reserve request.
+    pub max_tickets_per_request: u32,
+    /// Live holds per event.
+    pub max_open_holds_per_event: u32,
+    /// Live holds per customer per event.
+    pub max_open_holds_per_customer: u32,
+    /// Tiers per event.
+    pub max_tiers_per_event: u32,
+    /// Seats per event, over all seated tiers.
+    pub max_seats_per_event: u32,
+    /// General-admission capacity per tier.
+    pub max_capacity_per_tier: u32,
+    /// Sale windows per tier.
+    pub max_sale_windows_per_tier: u32,
+    /// Bytes in any one name, code, customer id, seat label, payment reference or idempotency key.
+    pub max_string_bytes: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_items_per_request: 16,
+            max_tickets_per_request: 64,
+            max_open_holds_per_event: 1_000_000,
+            max_open_holds_per_customer: 8,
+            max_tiers_per_event: 64,
+            max_seats_per_event: 200_000,
+            max_capacity_per_tier: 10_000_000,
+            max_sale_windows_per_tier: 16,
+            max_string_bytes: 128,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HoldsConfig {
+    /// Shortest hold TTL a request or an event may ask for.
+    pub min_hold_ttl_ms: u64,
+    /// Longest hold TTL a request or an event may ask for.
+    pub max_hold_ttl_ms: u64,
+}
+
+impl Default for HoldsConfig {
+    fn default() -> Self {
+        HoldsConfig {
+            min_hold_ttl_ms: 1_000,
+            max_hold_ttl_ms: 3_600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyConfig {
+    /// How long a client key is remembered; a retry within it gets the first answer.
+    pub retention_ms: u64,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        IdempotencyConfig {
+            retention_ms: 86_400_000,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the config the way the binaries do: the file named by `path`, else by
+    /// `BOXOFFICE_CONFIG`, else `config/boxoffice.toml` if it exists, else the defaults; then the
+    /// `BOXOFFICE_<SECTION>__<KEY>` overrides from `env`; then validation.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let env_path = env
+            .iter()
+            .find(|(k, _)| k == CONFIG_PATH_ENV)
+            .map(|(_, v)| PathBuf::from(v));
+        let chosen = match (path.map(Path::to_path_buf), env_path) {
+            (Some(p), _) | (None, Some(p)) => Some(p),
+            (None, None) => {
+                let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+                default.exists().then_some(default)
+            }
+        };
+        let (text, source) = match &chosen {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?,
+                p.display().to_string(),
+            ),
+            None => (String::new(), "built-in defaults".to_string()),
+        };
+        Config::from_toml_with_env(&text, &source, env)
+    }
+
+    /// Parses `text` (named `source` in errors), applies the overrides found in `env` and validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        source: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: source.to_string(),
+                    message: e.to_string(),
+                })?;
+        let mut overridden = Vec::new();
+        for (var, raw) in env {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if var == CONFIG_PATH_ENV {
+                continue;
+            }
+            let mut parts = rest.split("__");
+            let (Some(section), Some(key), None) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(ConfigError::EnvName { var });
+            };
+            if section.is_empty() || key.is_empty() {
+                return Err(ConfigError::EnvName { var });
+            }
+            let value = parse_env_value(&raw);
+            let section_table = table
+                .entry(section.to_ascii_lowercase())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(section_table) = section_table else {
+                return Err(ConfigError::EnvName { var });
+            };
+            section_table.insert(key.to_ascii_lowercase(), value);
+            overridden.push(var);
+        }
+        let config: Config =
+            Config::deserialize(table).map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: if overridden.is_empty() {
+                    source.to_string()
+                } else {
+                    format!("{source} with overrides {}", overridden.join(", "))
+                },
+                message: e.message().to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value against its range; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn range<T: PartialOrd + std::fmt::Display>(
+            key: &'static str,
+            value: T,
+            low: T,
+            high: T,
+        ) -> Result<(), ConfigError> {
+            if value < low || value > high {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: format!("is {value}, must be between {low} and {high}"),
+                });
+            }
+            Ok(())
+        }
+        let s = &self.storage;
+        if s.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "storage.data_dir",
+                problem: "must not be empty".into(),
+            });
+        }
+        range(
+            "storage.snapshot_every_records",
+            s.snapshot_every_records,
+            1_000,
+            100_000_000,
+        )?;
+        range(
+            "storage.cache_capacity_mib",
+            s.cache_capacity_mib,
+            8,
+            1 << 20,
+        )?;
+        let e = &self.engine;
+        range("engine.call_timeout_ms", e.call_timeout_ms, 10, 600_000)?;
+        range(
+            "engine.max_in_flight_per_event",
+            e.max_in_flight_per_event,
+            1,
+            10_000_000,
+        )?;
+        range("engine.max_events", e.max_events, 1, 10_000_000)?;
+        range(
+            "engine.max_holds_per_expiry_record",
+            e.max_holds_per_expiry_record,
+            1,
+            1_000_000,
+        )?;
+        let l = &self.limits;
+        range(
+            "limits.max_items_per_request",
+            l.max_items_per_request,
+            1,
+            1_024,
+        )?;
+        range(
+            "limits.max_tickets_per_request",
+            l.max_tickets_per_request,
+            1,
+            100_000,
+        )?;
+        range(
+            "limits.max_open_holds_per_event",
+            l.max_open_holds_per_event,
+            1,
+            100_000_000,
+        )?;
+        range(
+            "limits.max_open_holds_per_customer",
+            l.max_open_holds_per_customer,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "limits.max_tiers_per_event",
+            l.max_tiers_per_event,
+            1,
+            4_096,
+        )?;
+        range(
+            "limits.max_seats_per_event",
+            l.max_seats_per_event,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "limits.max_capacity_per_tier",
+            l.max_capacity_per_tier,
+            1,
+            1_000_000_000,
+        )?;
+        range(
+            "limits.max_sale_windows_per_tier",
+            l.max_sale_windows_per_tier,
+            1,
+            1_024,
+        )?;
+        range("limits.max_string_bytes", l.max_string_bytes, 16, 4_096)?;
+        let h = &self.holds;
+        range("holds.min_hold_ttl_ms", h.min_hold_ttl_ms, 1, 86_400_000)?;
+        range(
+            "holds.max_hold_ttl_ms",
+            h.max_hold_ttl_ms,
+            h.min_hold_ttl_ms,
+            7 * 86_400_000,
+        )?;
+        range(
+            "idempotency.retention_ms",
+            self.idempotency.retention_ms,
+            1_000,
+            30 * 86_400_000,
+        )?;
+        Ok(())
+    }
+}
+
+/// An override's value is read as a TOML value when it parses as one (`42`, `true`, `"x"`), and as
+/// a plain string otherwise (`./data`).
+fn parse_env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn shipped_file_equals_the_defaults() {
+        let text = include_str!("../boxoffice.toml");
+        let parsed = Config::from_toml_with_env(text, "boxoffice.toml", env(&[])).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let parsed = Config::from_toml_with_env("", "empty", env(&[])).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn env_overrides_win_over_the_file() {
+        let parsed = Config::from_toml_with_env(
+            "[limits]\nmax_items_per_request = 4\n",
+            "f",
+            env(&[
+                ("BOXOFFICE_LIMITS__MAX_ITEMS_PER_REQUEST", "9"),
+                ("BOXOFFICE_STORAGE__DATA_DIR", "/tmp/x y"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(parsed.limits.max_items_per_request, 9);
+        assert_eq!(parsed.storage.data_dir, PathBuf::from("/tmp/x y"));
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let err = Config::from_toml_with_env("[limits]\nmax_itemz = 4\n", "f", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_itemz"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_in_env_is_named() {
+        let err = Config::from_toml_with_env("", "f", env(&[("BOXOFFICE_HOLDS__TTL", "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ttl") && err.contains("BOXOFFICE_HOLDS__TTL"),
+            "{err}"
+        );
+        let err = Config::from_toml_with_env("", "f", env(&[("BOXOFFICE_HOLDS", "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("BOXOFFICE_HOLDS"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err =
+            Config::from_toml_with_env("[limits]\nmax_items_per_request = 0\n", "f", env(&[]))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("limits.max_items_per_request"), "{err}");
+        let err = Config::from_toml_with_env(
+            "",
+            "f",
+            env(&[("BOXOFFICE_ENGINE__CALL_TIMEOUT_MS", "soon")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("call_timeout_ms") || err.contains("invalid type"),
+            "{err}"
+        );
+        let err = Config::from_toml_with_env(
+            "[holds]\nmin_hold_ttl_ms = 5000\nmax_hold_ttl_ms = 4000\n",
+            "f",
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("holds.max_hold_ttl_ms"), "{err}");
+    }
+}

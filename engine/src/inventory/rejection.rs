@@ -1,0 +1,132 @@
+//! Why the inventory said no. A rejection is a business outcome, not a failure: the request changed
+//! nothing, and the message tells a storefront developer what to do about it.
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{EventStatus, HoldId, OrderId, OrderStatus, SeatRef};
+
+/// Every way a request can be refused. The kind (`Rejection::kind`) is stable and machine-readable;
+/// the wording of the message may improve.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    // --- the request itself is malformed ---
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("unknown tier `{0}`")]
+    UnknownTier(String),
+    #[error("unknown seat {0}")]
+    UnknownSeat(SeatRef),
+    #[error("seat {seat} belongs to tier `{actual}`, not `{requested}`")]
+    SeatNotInTier {
+        seat: SeatRef,
+        requested: String,
+        actual: String,
+    },
+    #[error("seat {0} is named more than once in the request")]
+    DuplicateSeat(SeatRef),
+    #[error("tier `{tier}` is {kind}; use a {expected} item for it")]
+    WrongItemKind {
+        tier: String,
+        kind: &'static str,
+        expected: &'static str,
+    },
+    #[error("{requested} tickets of tier `{tier}` exceed its maximum of {max} per order")]
+    MaxPerOrder {
+        tier: String,
+        requested: u32,
+        max: u32,
+    },
+    #[error("hold ttl {requested_ms} ms is outside {min_ms}..={max_ms} ms")]
+    HoldTtlOutOfRange {
+        requested_ms: u64,
+        min_ms: u64,
+        max_ms: u64,
+    },
+    #[error("idempotency key was first used with a different request; use a new key")]
+    IdempotencyKeyReused,
+
+    // --- the event ---
+    #[error("event already exists")]
+    EventExists,
+    #[error("event is {0:?}, not on sale")]
+    NotOnSale(EventStatus),
+    #[error("tier `{0}` is outside its sale windows")]
+    OutsideSaleWindow(String),
+    #[error("event status cannot change from {from:?} to {to:?}")]
+    StatusChange { from: EventStatus, to: EventStatus },
+
+    // --- inventory ---
+    #[error("tier `{tier}` has {available} tickets left, {requested} requested")]
+    SoldOut {
+        tier: String,
+        requested: u32,
+        available: u32,
+    },
+    #[error("seat {0} is taken")]
+    SeatTaken(SeatRef),
+    #[error("tier `{tier}` has no row with {quantity} free seats")]
+    NoSeatsTogether { tier: String, quantity: u32 },
+
+    // --- limits ---
+    #[error("customer would hold {would_have} tickets, over the event's limit of {limit}")]
+    CustomerLimit { limit: u32, would_have: u32 },
+    #[error("customer already has {limit} open holds for this event; confirm or release one")]
+    CustomerHoldLimit { limit: u32 },
+    #[error("event has {limit} open holds, its limit; retry after some expire")]
+    EventHoldLimit { limit: u32 },
+
+    // --- holds and orders ---
+    #[error("hold {0} not found")]
+    HoldNotFound(HoldId),
+    #[error("hold {0} has expired")]
+    HoldExpired(HoldId),
+    #[error("hold {0} was released")]
+    HoldReleased(HoldId),
+    #[error("hold {hold} was already confirmed as order {order}")]
+    HoldAlreadyConfirmed { hold: HoldId, order: OrderId },
+    #[error("order {0} not found")]
+    OrderNotFound(OrderId),
+    #[error("order {order} is {status:?} and cannot be cancelled")]
+    OrderNotCancellable { order: OrderId, status: OrderStatus },
+}
+
+/// Coarse classes of rejection, one per client reaction, for the single mapping to wire codes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RejectionKind {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    SoldOut,
+    LimitReached,
+}
+
+impl Rejection {
+    pub fn kind(&self) -> RejectionKind {
+        use Rejection::*;
+        match self {
+            Invalid(_)
+            | UnknownTier(_)
+            | UnknownSeat(_)
+            | SeatNotInTier { .. }
+            | DuplicateSeat(_)
+            | WrongItemKind { .. }
+            | MaxPerOrder { .. }
+            | HoldTtlOutOfRange { .. }
+            | IdempotencyKeyReused => RejectionKind::InvalidArgument,
+            EventExists => RejectionKind::AlreadyExists,
+            HoldNotFound(_) | OrderNotFound(_) => RejectionKind::NotFound,
+            NotOnSale(_)
+            | OutsideSaleWindow(_)
+            | StatusChange { .. }
+            | HoldExpired(_)
+            | HoldReleased(_)
+            | HoldAlreadyConfirmed { .. }
+            | OrderNotCancellable { .. } => RejectionKind::FailedPrecondition,
+            SoldOut { .. } | SeatTaken(_) | NoSeatsTogether { .. } => RejectionKind::SoldOut,
+            CustomerLimit { .. } | CustomerHoldLimit { .. } | EventHoldLimit { .. } => {
+                RejectionKind::LimitReached
+            }
+        }
+    }
+}
