@@ -5,4 +5,12 @@
 //! every record written since the previous one; `actor` is the thin shell that feeds requests to an
 //! inventory and its records to the log; `registry` spawns and recovers the actors.
 
+pub mod actor;
+pub mod commit;
+pub mod error;
 pub mod inventory;
+pub mod registry;
+pub mod wal;
+
+pub use error::Error;
+pub use registry::{Engine, EventHandle, RecoveryReport};

@@ -1564,8 +1564,11 @@ impl Inventory {
         self.holds.keys().copied().collect()
     }
 
-    /// Ids of every order, for audits.
-    pub fn order_ids(&self) -> Vec<OrderId> {
-        self.orders.keys().copied().collect()
+    /// Every order with its hold and status, for audits.
+    pub fn order_list(&self) -> Vec<(OrderId, HoldId, OrderStatus)> {
+        self.orders
+            .iter()
+            .map(|(id, o)| (*id, o.hold_id, o.status))
+            .collect()
     }
 }

@@ -125,20 +125,32 @@ fn check_rejected(inv: &mut Inventory, req: &ReserveRequest, now: u64, expected:
     let before = (inv.availability(), inv.open_holds(), inv.applied());
     let got = inv.reserve(req, hid(999_999), now, &limits()).unwrap_err();
     assert_eq!(got, expected);
-    assert_eq!(before, (inv.availability(), inv.open_holds(), inv.applied()));
+    assert_eq!(
+        before,
+        (inv.availability(), inv.open_holds(), inv.applied())
+    );
     inv.audit();
 }
 
 #[test]
 fn reserve_confirm_cancel_general_admission() {
     let mut inv = event();
-    let hold = inv.reserve(&ga("c1", 3), hid(1), T0, &limits()).unwrap().answer;
+    let hold = inv
+        .reserve(&ga("c1", 3), hid(1), T0, &limits())
+        .unwrap()
+        .answer;
     assert_eq!(hold.tickets(), 3);
     assert_eq!(hold.expires_at_ms, T0 + 60_000);
     assert_eq!(counts(&inv, 0), (7, 3, 0));
-    let order = inv.confirm(&confirm(hid(1)), oid(1), T0 + 1, &limits()).unwrap().answer;
+    let order = inv
+        .confirm(&confirm(hid(1)), oid(1), T0 + 1, &limits())
+        .unwrap()
+        .answer;
     assert_eq!(order.status, OrderStatus::PendingPayment);
-    assert_eq!((order.subtotal_minor, order.fees_minor, order.total_minor), (7_500, 450, 7_950));
+    assert_eq!(
+        (order.subtotal_minor, order.fees_minor, order.total_minor),
+        (7_500, 450, 7_950)
+    );
     assert_eq!(counts(&inv, 0), (7, 0, 3));
     let cancel = CancelOrderRequest {
         order_id: oid(1),
@@ -162,16 +174,19 @@ fn reserve_confirm_cancel_general_admission() {
 fn confirm_twice_and_unknown_or_released_holds_are_precise() {
     let mut inv = event();
     inv.reserve(&ga("c1", 1), hid(1), T0, &limits()).unwrap();
-    inv.confirm(&confirm(hid(1)), oid(1), T0, &limits()).unwrap();
+    inv.confirm(&confirm(hid(1)), oid(1), T0, &limits())
+        .unwrap();
     assert_eq!(
-        inv.confirm(&confirm(hid(1)), oid(2), T0, &limits()).unwrap_err(),
+        inv.confirm(&confirm(hid(1)), oid(2), T0, &limits())
+            .unwrap_err(),
         Rejection::HoldAlreadyConfirmed {
             hold: hid(1),
             order: oid(1)
         }
     );
     assert_eq!(
-        inv.confirm(&confirm(hid(5)), oid(3), T0, &limits()).unwrap_err(),
+        inv.confirm(&confirm(hid(5)), oid(3), T0, &limits())
+            .unwrap_err(),
         Rejection::HoldNotFound(hid(5))
     );
     inv.reserve(&ga("c2", 1), hid(2), T0, &limits()).unwrap();
@@ -185,7 +200,8 @@ fn confirm_twice_and_unknown_or_released_holds_are_precise() {
         Rejection::HoldReleased(hid(2))
     );
     assert_eq!(
-        inv.confirm(&confirm(hid(2)), oid(4), T0, &limits()).unwrap_err(),
+        inv.confirm(&confirm(hid(2)), oid(4), T0, &limits())
+            .unwrap_err(),
         Rejection::HoldReleased(hid(2))
     );
     assert_eq!(counts(&inv, 0), (9, 0, 1));
@@ -201,7 +217,8 @@ fn holds_expire_at_their_deadline_and_not_before() {
     assert!(inv.expire_due(T0 + 999, 100).is_none());
     // Past the deadline but before the sweep, the hold cannot be confirmed.
     assert_eq!(
-        inv.confirm(&confirm(hid(1)), oid(1), T0 + 1_000, &limits()).unwrap_err(),
+        inv.confirm(&confirm(hid(1)), oid(1), T0 + 1_000, &limits())
+            .unwrap_err(),
         Rejection::HoldExpired(hid(1))
     );
     let record = inv.expire_due(T0 + 1_000, 100).unwrap();
@@ -272,7 +289,11 @@ fn named_seats_and_best_available() {
         idempotency_key: None,
     };
     let hold = inv.reserve(&best, hid(2), T0, &limits()).unwrap().answer;
-    let numbers: Vec<&str> = hold.lines[0].seats.iter().map(|s| s.number.as_str()).collect();
+    let numbers: Vec<&str> = hold.lines[0]
+        .seats
+        .iter()
+        .map(|s| s.number.as_str())
+        .collect();
     assert!(hold.lines[0].seats.iter().all(|s| s.row == "2"));
     // Two windows are equally near the centre of a 6-seat row; the one nearer the row start wins.
     assert_eq!(numbers, ["2", "3", "4"]);
@@ -447,7 +468,8 @@ fn a_seat_of_another_tier_is_refused() {
 fn sold_out_customer_limits_and_status() {
     let mut inv = event();
     for (i, c) in ["a", "b"].iter().enumerate() {
-        inv.reserve(&ga(c, 4), hid(i as u128), T0, &limits()).unwrap();
+        inv.reserve(&ga(c, 4), hid(i as u128), T0, &limits())
+            .unwrap();
     }
     check_rejected(
         &mut inv,
@@ -463,15 +485,27 @@ fn sold_out_customer_limits_and_status() {
     inv.reserve(&ga("a", 2), hid(10), T0, &limits()).unwrap();
     check_rejected(
         &mut inv,
-        &seats_req("a", vec![seat("A", "1", "1"), seat("A", "1", "2"), seat("A", "1", "3")]),
+        &seats_req(
+            "a",
+            vec![
+                seat("A", "1", "1"),
+                seat("A", "1", "2"),
+                seat("A", "1", "3"),
+            ],
+        ),
         T0,
         Rejection::CustomerLimit {
             limit: 8,
             would_have: 9,
         },
     );
-    inv.reserve(&seats_req("a", vec![seat("A", "1", "1")]), hid(11), T0, &limits())
-        .unwrap();
+    inv.reserve(
+        &seats_req("a", vec![seat("A", "1", "1")]),
+        hid(11),
+        T0,
+        &limits(),
+    )
+    .unwrap();
     check_rejected(
         &mut inv,
         &seats_req("a", vec![seat("A", "1", "2")]),
@@ -486,7 +520,8 @@ fn sold_out_customer_limits_and_status() {
         Rejection::NotOnSale(EventStatus::Paused),
     );
     // A paused event still confirms holds made before the pause.
-    inv.confirm(&confirm(hid(0)), oid(1), T0, &limits()).unwrap();
+    inv.confirm(&confirm(hid(0)), oid(1), T0, &limits())
+        .unwrap();
     inv.set_status(EventStatus::Closed, T0).unwrap();
     assert_eq!(
         inv.set_status(EventStatus::OnSale, T0).unwrap_err(),
@@ -496,7 +531,8 @@ fn sold_out_customer_limits_and_status() {
         }
     );
     assert_eq!(
-        inv.confirm(&confirm(hid(1)), oid(2), T0, &limits()).unwrap_err(),
+        inv.confirm(&confirm(hid(1)), oid(2), T0, &limits())
+            .unwrap_err(),
         Rejection::NotOnSale(EventStatus::Closed)
     );
 }
@@ -509,14 +545,20 @@ fn sale_windows_bound_reservations() {
         closes_at_ms: T0 + 2_000,
     }];
     let mut inv = Inventory::create(s, &limits()).unwrap().0;
-    check_rejected(&mut inv, &ga("c", 1), T0, Rejection::OutsideSaleWindow("GA".into()));
+    check_rejected(
+        &mut inv,
+        &ga("c", 1),
+        T0,
+        Rejection::OutsideSaleWindow("GA".into()),
+    );
     check_rejected(
         &mut inv,
         &ga("c", 1),
         T0 + 2_000,
         Rejection::OutsideSaleWindow("GA".into()),
     );
-    inv.reserve(&ga("c", 1), hid(1), T0 + 1_000, &limits()).unwrap();
+    inv.reserve(&ga("c", 1), hid(1), T0 + 1_000, &limits())
+        .unwrap();
 }
 
 #[test]
@@ -537,7 +579,12 @@ fn idempotency_keys_repeat_the_first_answer() {
     // Same key, other customer: a different key.
     let mut theirs = req.clone();
     theirs.customer = "c2".into();
-    assert!(inv.reserve(&theirs, hid(3), T0, &limits()).unwrap().record.is_some());
+    assert!(
+        inv.reserve(&theirs, hid(3), T0, &limits())
+            .unwrap()
+            .record
+            .is_some()
+    );
     // After the retention the key is forgotten and the request is decided afresh.
     let later = T0 + limits().idempotency_retention_ms + 1;
     inv.prune(later, &limits());
@@ -556,7 +603,10 @@ fn invalid_specs_are_refused() {
     };
     check(&|s| s.tiers.clear(), "at least one tier");
     check(&|s| s.tiers[1].code = "GA".into(), "used twice");
-    check(&|s| s.tiers[0].stock = Stock::General { capacity: 0 }, "capacity 0");
+    check(
+        &|s| s.tiers[0].stock = Stock::General { capacity: 0 },
+        "capacity 0",
+    );
     check(&|s| s.tiers[0].max_per_order = 0, "max per order");
     check(
         &|s| {
@@ -583,22 +633,40 @@ fn invalid_specs_are_refused() {
 fn replay_and_snapshot_rebuild_the_same_state() {
     let mut inv = event();
     let mut log = vec![Record::Created { spec: spec() }];
-    log.extend(inv.reserve(&ga("c1", 2), hid(1), T0, &limits()).unwrap().record);
     log.extend(
-        inv.reserve(&seats_req("c2", vec![seat("A", "2", "2")]), hid(2), T0, &limits())
+        inv.reserve(&ga("c1", 2), hid(1), T0, &limits())
             .unwrap()
             .record,
     );
-    log.extend(inv.confirm(&confirm(hid(2)), oid(1), T0, &limits()).unwrap().record);
+    log.extend(
+        inv.reserve(
+            &seats_req("c2", vec![seat("A", "2", "2")]),
+            hid(2),
+            T0,
+            &limits(),
+        )
+        .unwrap()
+        .record,
+    );
+    log.extend(
+        inv.confirm(&confirm(hid(2)), oid(1), T0, &limits())
+            .unwrap()
+            .record,
+    );
     log.extend(inv.expire_due(T0 + 60_000, 10));
     let mut replayed = Inventory::from_created(&log[0]);
     for r in &log[1..] {
         replayed.apply(r);
     }
     assert_eq!(replayed.summary(), inv.summary());
-    assert_eq!(replayed.seat_availability(None), inv.seat_availability(None));
+    assert_eq!(
+        replayed.seat_availability(None),
+        inv.seat_availability(None)
+    );
     let bytes = postcard::to_allocvec(&inv).unwrap();
-    let restored = postcard::from_bytes::<Inventory>(&bytes).unwrap().restored();
+    let restored = postcard::from_bytes::<Inventory>(&bytes)
+        .unwrap()
+        .restored();
     assert_eq!(restored.summary(), inv.summary());
     assert_eq!(restored.order(oid(1)), inv.order(oid(1)));
 }
@@ -633,11 +701,16 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A hold as the model sees it: deadline, (tier, quantity) lines, seat numbers.
+type ModelHold = (u64, Vec<(usize, u32)>, Vec<u32>);
+/// An order as the model sees it: whether it still counts as sold, lines, seat numbers.
+type ModelOrder = (bool, Vec<(usize, u32)>, Vec<u32>);
+
 /// What the model tracks: per hold and order, which tier and how many, and which seat numbers.
 #[derive(Default, Debug)]
 struct Model {
-    holds: BTreeMap<HoldId, (u64, Vec<(usize, u32)>, Vec<u32>, String)>,
-    orders: BTreeMap<OrderId, (bool, Vec<(usize, u32)>, Vec<u32>)>,
+    holds: BTreeMap<HoldId, ModelHold>,
+    orders: BTreeMap<OrderId, ModelOrder>,
     seat_owner: BTreeMap<u32, u128>,
 }
 
@@ -646,7 +719,11 @@ fn seat_ref(n: u8) -> SeatRef {
     if n >= 12 {
         return seat("A", "2", "7");
     }
-    seat("A", if n < 6 { "1" } else { "2" }, &((n % 6) + 1).to_string())
+    seat(
+        "A",
+        if n < 6 { "1" } else { "2" },
+        &((n % 6) + 1).to_string(),
+    )
 }
 
 fn seat_no(s: &SeatRef) -> u32 {
@@ -664,22 +741,19 @@ proptest! {
         let mut log = vec![created];
         let mut model = Model::default();
         let mut now = T0;
-        let mut next = 1u128;
         let mut hold_ids: Vec<HoldId> = Vec::new();
         let mut order_ids: Vec<OrderId> = Vec::new();
-        for op in ops {
+        for (id, op) in (1u128..).zip(ops) {
             // The actor sweeps due holds before every command; so does this driver.
             while let Some(r) = inv.expire_due(now, 3) {
                 if let Record::HoldsExpired { hold_ids, .. } = &r {
                     for h in hold_ids {
-                        let (_, _, seats, _) = model.holds.remove(h).unwrap();
+                        let (_, _, seats) = model.holds.remove(h).unwrap();
                         for s in seats { model.seat_owner.remove(&s); }
                     }
                 }
                 log.push(r);
             }
-            let id = next;
-            next += 1;
             match op {
                 Op::Ga { customer, quantity } | Op::Best { customer, quantity } => {
                     let is_ga = matches!(op, Op::Ga { .. });
@@ -707,7 +781,7 @@ proptest! {
                             for s in &seats {
                                 prop_assert!(model.seat_owner.insert(*s, id).is_none(), "seat {} sold twice", s);
                             }
-                            model.holds.insert(hid(id), (now + 30_000, vec![(tier, quantity)], seats, req.customer.clone()));
+                            model.holds.insert(hid(id), (now + 30_000, vec![(tier, quantity)], seats));
                             hold_ids.push(hid(id));
                             log.extend(d.record);
                         }
@@ -730,7 +804,7 @@ proptest! {
                             for s in &nos {
                                 prop_assert!(model.seat_owner.insert(*s, id).is_none(), "seat {} sold twice", s);
                             }
-                            model.holds.insert(hid(id), (now + 30_000, vec![(1, nos.len() as u32)], nos, req.customer.clone()));
+                            model.holds.insert(hid(id), (now + 30_000, vec![(1, nos.len() as u32)], nos));
                             hold_ids.push(hid(id));
                             log.extend(d.record);
                         }
@@ -754,7 +828,7 @@ proptest! {
                     match result {
                         Ok(record) => {
                             prop_assert!(live);
-                            let (_, lines, seats, _) = model.holds.remove(&h).unwrap();
+                            let (_, lines, seats) = model.holds.remove(&h).unwrap();
                             if matches!(op, Op::Confirm(_)) {
                                 for s in &seats { model.seat_owner.insert(*s, id); }
                                 model.orders.insert(oid(id), (true, lines, seats));

@@ -1,0 +1,414 @@
+//! The event actor: a thin ractor shell around one event's `Inventory`. It takes the clock reading
+//! and fresh ids, lets the inventory decide, hands the records to the group commit and lets the
+//! commit thread answer once they are durable. It never writes to disk and never answers a change
+//! before the flush that covers it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::OwnedSemaphorePermit;
+use uuid::Uuid;
+
+use crate::commit::{GroupCommit, Waiter};
+use crate::error::Error;
+use crate::inventory::{
+    CancelOrderRequest, ConfirmRequest, EventId, EventStatus, EventSummary, Hold, HoldId,
+    Inventory, Limits, Order, OrderId, OrderStatus, Record, ReleaseRequest, ReserveRequest,
+    SeatAvailability,
+};
+use crate::wal::{StorageError, encode_records};
+
+/// Counters every actor adds to, for metrics and tests.
+#[derive(Default, Debug)]
+pub struct EngineStats {
+    /// Holds released because their deadline passed.
+    pub holds_expired: AtomicU64,
+}
+
+/// What every event actor shares: the commit pipeline, the decision limits, the counters.
+pub struct ActorContext {
+    pub commit: Arc<GroupCommit>,
+    pub stats: EngineStats,
+    pub limits: Limits,
+    pub snapshot_every_records: u64,
+    pub max_holds_per_expiry_record: usize,
+}
+
+/// Reply to a change: sent by the commit thread once the change is durable.
+pub type Reply<T> = RpcReplyPort<Result<T, Error>>;
+
+/// A consistency report for audits: the event's counts plus every live hold and order id, taken
+/// after a full invariant check.
+#[derive(Debug, Clone)]
+pub struct AuditReport {
+    pub summary: EventSummary,
+    pub hold_ids: Vec<HoldId>,
+    /// Every order: id, the hold it came from, its status.
+    pub orders: Vec<(OrderId, HoldId, OrderStatus)>,
+    pub applied_records: u64,
+}
+
+/// The closed set of messages. Every request carries an admission permit, released when it is
+/// answered, so at most `max_in_flight_per_event` requests sit in the mailbox or the commit queue.
+pub enum EventMsg {
+    Reserve {
+        requests: Vec<ReserveRequest>,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<Vec<Result<Hold, Error>>>,
+    },
+    Confirm {
+        request: ConfirmRequest,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<Order>,
+    },
+    Release {
+        request: ReleaseRequest,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<Hold>,
+    },
+    CancelOrder {
+        request: CancelOrderRequest,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<Order>,
+    },
+    SetStatus {
+        status: EventStatus,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<EventStatus>,
+    },
+    GetHold {
+        hold_id: HoldId,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<Hold>,
+    },
+    GetOrder {
+        order_id: OrderId,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<Order>,
+    },
+    Summary {
+        permit: OwnedSemaphorePermit,
+        reply: Reply<EventSummary>,
+    },
+    Seats {
+        tier: Option<String>,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<Vec<SeatAvailability>>,
+    },
+    Audit {
+        permit: OwnedSemaphorePermit,
+        reply: Reply<AuditReport>,
+    },
+    /// The expiry timer of generation `generation` fired.
+    Expire { generation: u64 },
+}
+
+pub struct EventActor;
+
+pub struct EventArgs {
+    pub inventory: Inventory,
+    /// Records covered by the event's latest durable snapshot; the next snapshot is due
+    /// `snapshot_every_records` after it, so a long replay at start is followed by a snapshot.
+    pub snapshot_lsn: u64,
+    pub context: Arc<ActorContext>,
+}
+
+pub struct EventState {
+    inventory: Inventory,
+    context: Arc<ActorContext>,
+    /// Records decided by the message in hand, in lsn order, not yet queued for commit.
+    records: Vec<Record>,
+    frames: Vec<u8>,
+    last_snapshot_lsn: u64,
+    /// Deadline the armed timer fires at, and its generation; older timers are ignored.
+    timer_at_ms: Option<u64>,
+    timer_generation: u64,
+    last_now_ms: u64,
+}
+
+pub fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl EventState {
+    /// The decision time: the wall clock, never earlier than a previous decision of this event.
+    fn now_ms(&mut self) -> u64 {
+        self.last_now_ms = self.last_now_ms.max(wall_clock_ms());
+        self.last_now_ms
+    }
+
+    /// Every command starts here: forget old keys, release holds now due. So a request never sees
+    /// a hold past its deadline, however busy the mailbox is.
+    fn begin(&mut self) -> u64 {
+        let now = self.now_ms();
+        let limits = &self.context.limits;
+        self.inventory.prune(now, limits);
+        while let Some(r) = self
+            .inventory
+            .expire_due(now, self.context.max_holds_per_expiry_record)
+        {
+            if let Record::HoldsExpired { hold_ids, .. } = &r {
+                self.context
+                    .stats
+                    .holds_expired
+                    .fetch_add(hold_ids.len() as u64, Ordering::Relaxed);
+            }
+            self.records.push(r);
+        }
+        now
+    }
+
+    fn keep(&mut self, record: Option<Record>) {
+        self.records.extend(record);
+    }
+
+    /// Queues this message's records and arranges for `answer` to go out once they, and
+    /// everything queued before, are durable.
+    fn commit<T: Send + 'static>(
+        &mut self,
+        answer: Result<T, Error>,
+        reply: Option<(Reply<T>, OwnedSemaphorePermit)>,
+    ) {
+        let count = self.records.len() as u32;
+        let first_lsn = self.inventory.applied() - u64::from(count);
+        self.frames.clear();
+        encode_records(&self.records, &mut self.frames);
+        self.records.clear();
+        let waiter: Option<Waiter> = reply.map(|(reply, permit)| -> Waiter {
+            Box::new(move |durable: Result<(), StorageError>| {
+                drop(permit);
+                let _ = reply.send(durable.map_err(Error::from).and(answer));
+            })
+        });
+        self.context
+            .commit
+            .submit(self.inventory.id(), first_lsn, count, &self.frames, waiter);
+        self.maybe_snapshot();
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let lsn = self.inventory.applied();
+        if lsn - self.last_snapshot_lsn < self.context.snapshot_every_records {
+            return;
+        }
+        let state = postcard::to_allocvec(&self.inventory).expect("the inventory serializes");
+        self.context
+            .commit
+            .submit_snapshot(self.inventory.id(), lsn, state);
+        self.last_snapshot_lsn = lsn;
+    }
+
+    /// Arms a timer for the earliest hold deadline, unless one already fires by then.
+    fn arm_timer(&mut self, myself: &ActorRef<EventMsg>) {
+        let Some(next) = self.inventory.next_expiry_ms() else {
+            return;
+        };
+        if self.timer_at_ms.is_some_and(|at| at <= next) {
+            return;
+        }
+        self.timer_generation += 1;
+        self.timer_at_ms = Some(next);
+        let generation = self.timer_generation;
+        let delay_ms = next.saturating_sub(wall_clock_ms());
+        myself.send_after(Duration::from_millis(delay_ms), move || EventMsg::Expire {
+            generation,
+        });
+    }
+}
+
+impl Actor for EventActor {
+    type Msg = EventMsg;
+    type State = EventState;
+    type Arguments = EventArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<EventMsg>,
+        args: EventArgs,
+    ) -> Result<EventState, ActorProcessingErr> {
+        Ok(EventState {
+            inventory: args.inventory,
+            context: args.context,
+            records: Vec::new(),
+            frames: Vec::new(),
+            last_snapshot_lsn: args.snapshot_lsn,
+            timer_at_ms: None,
+            timer_generation: 0,
+            last_now_ms: 0,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<EventMsg>,
+        state: &mut EventState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Holds that fell due while the engine was down go back on sale now.
+        state.begin();
+        state.commit::<()>(Ok(()), None);
+        state.arm_timer(&myself);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<EventMsg>,
+        message: EventMsg,
+        state: &mut EventState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            EventMsg::Reserve {
+                requests,
+                permit,
+                reply,
+            } => {
+                let now = state.begin();
+                let limits = state.context.limits.clone();
+                let mut answers = Vec::with_capacity(requests.len());
+                for request in &requests {
+                    let hold_id = HoldId(Uuid::now_v7());
+                    let answer = match state.inventory.reserve(request, hold_id, now, &limits) {
+                        Ok(decision) => {
+                            state.keep(decision.record);
+                            Ok(decision.answer)
+                        }
+                        Err(rejection) => Err(Error::Rejected(rejection)),
+                    };
+                    answers.push(answer);
+                }
+                state.commit(Ok(answers), Some((reply, permit)));
+            }
+            EventMsg::Confirm {
+                request,
+                permit,
+                reply,
+            } => {
+                let now = state.begin();
+                let order_id = OrderId(Uuid::now_v7());
+                let result =
+                    state
+                        .inventory
+                        .confirm(&request, order_id, now, &state.context.limits);
+                let answer = decided(state, result);
+                state.commit(answer, Some((reply, permit)));
+            }
+            EventMsg::Release {
+                request,
+                permit,
+                reply,
+            } => {
+                let now = state.begin();
+                let result = state
+                    .inventory
+                    .release(&request, now, &state.context.limits);
+                let answer = decided(state, result);
+                state.commit(answer, Some((reply, permit)));
+            }
+            EventMsg::CancelOrder {
+                request,
+                permit,
+                reply,
+            } => {
+                let now = state.begin();
+                let result = state
+                    .inventory
+                    .cancel_order(&request, now, &state.context.limits);
+                let answer = decided(state, result);
+                state.commit(answer, Some((reply, permit)));
+            }
+            EventMsg::SetStatus {
+                status,
+                permit,
+                reply,
+            } => {
+                let now = state.begin();
+                let result = state.inventory.set_status(status, now);
+                let answer = decided(state, result);
+                state.commit(answer, Some((reply, permit)));
+            }
+            // Reads go through the commit queue too, so that nobody sees a change before it is
+            // durable; with nothing new to write they are answered at the end of the round
+            // already under way.
+            EventMsg::GetHold {
+                hold_id,
+                permit,
+                reply,
+            } => {
+                let now = state.begin();
+                let answer = state.inventory.hold(hold_id, now).map_err(Error::from);
+                state.commit(answer, Some((reply, permit)));
+            }
+            EventMsg::GetOrder {
+                order_id,
+                permit,
+                reply,
+            } => {
+                state.begin();
+                let answer = state.inventory.order(order_id).map_err(Error::from);
+                state.commit(answer, Some((reply, permit)));
+            }
+            EventMsg::Summary { permit, reply } => {
+                state.begin();
+                let answer = Ok(state.inventory.summary());
+                state.commit(answer, Some((reply, permit)));
+            }
+            EventMsg::Seats {
+                tier,
+                permit,
+                reply,
+            } => {
+                state.begin();
+                let answer = state
+                    .inventory
+                    .seat_availability(tier.as_deref())
+                    .map_err(Error::from);
+                state.commit(answer, Some((reply, permit)));
+            }
+            EventMsg::Audit { permit, reply } => {
+                state.begin();
+                state.inventory.audit();
+                let answer = Ok(AuditReport {
+                    summary: state.inventory.summary(),
+                    hold_ids: state.inventory.hold_ids(),
+                    orders: state.inventory.order_list(),
+                    applied_records: state.inventory.applied(),
+                });
+                state.commit(answer, Some((reply, permit)));
+            }
+            EventMsg::Expire { generation } => {
+                if generation != state.timer_generation {
+                    return Ok(());
+                }
+                state.timer_at_ms = None;
+                state.begin();
+                state.commit::<()>(Ok(()), None);
+            }
+        }
+        state.arm_timer(&myself);
+        Ok(())
+    }
+}
+
+/// Keeps the record of an allowed command and turns the decision into the caller's answer.
+fn decided<T>(
+    state: &mut EventState,
+    result: Result<crate::inventory::Decision<T>, crate::inventory::Rejection>,
+) -> Result<T, Error> {
+    match result {
+        Ok(decision) => {
+            state.keep(decision.record);
+            Ok(decision.answer)
+        }
+        Err(rejection) => Err(Error::Rejected(rejection)),
+    }
+}
+
+/// The event an actor belongs to, for logs.
+pub fn event_name(id: EventId) -> String {
+    format!("event-{id}")
+}

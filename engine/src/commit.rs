@@ -1,0 +1,227 @@
+//! Group commit: one thread writes everything the event actors have queued since its last round,
+//! flushes once, then answers every caller whose change that flush covered. A burst of thousands
+//! of changes costs a handful of fsyncs, and actors keep deciding while a flush is under way.
+//!
+//! It never decides anything and never answers before the flush returns. The queue is bounded by
+//! the callers: each waiting answer holds an admission permit of its event (see `registry`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::inventory::EventId;
+use crate::wal::{LogStore, StorageError, finish_segment};
+
+/// Runs once the change it waits for is durable, or with the error that stopped it.
+pub type Waiter = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
+
+/// Records of one event queued for the next round: `count` frames starting at `first_lsn`.
+struct Pending {
+    first_lsn: u64,
+    count: u32,
+    frames: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Queue {
+    segments: HashMap<EventId, Pending>,
+    snapshots: Vec<(EventId, u64, Vec<u8>)>,
+    waiters: Vec<Waiter>,
+    closed: bool,
+    poisoned: Option<StorageError>,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.segments.is_empty() && self.snapshots.is_empty() && self.waiters.is_empty()
+    }
+}
+
+/// Counters of the flushing thread, for metrics and benchmarks.
+#[derive(Default, Debug)]
+pub struct CommitStats {
+    pub flushes: AtomicU64,
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    pub flush_nanos_total: AtomicU64,
+    pub flush_nanos_max: AtomicU64,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    stats: CommitStats,
+}
+
+pub struct GroupCommit {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl GroupCommit {
+    /// Starts the commit thread, which owns `log` from now on.
+    pub fn start(log: Box<dyn LogStore>) -> GroupCommit {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            stats: CommitStats::default(),
+        });
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("group-commit".into())
+            .spawn(move || run(&worker, log.as_ref()))
+            .expect("spawn the group-commit thread");
+        GroupCommit {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Queues `count` encoded records of `event` (lsns `first_lsn..first_lsn + count`) and the
+    /// waiters to run once they, and everything queued before them, are durable. Records of one
+    /// event must be submitted in lsn order. A submission without records still waits for the
+    /// round in progress: an answer must not overtake the durability of what it observed.
+    /// After a failed round, or once closed, the waiters run at once with the error.
+    pub fn submit(
+        &self,
+        event: EventId,
+        first_lsn: u64,
+        count: u32,
+        frames: &[u8],
+        waiters: impl IntoIterator<Item = Waiter>,
+    ) {
+        let mut q = self.shared.queue.lock().expect("commit queue lock");
+        let refused = match (&q.poisoned, q.closed) {
+            (Some(e), _) => Some(StorageError::Poisoned(e.to_string())),
+            (None, true) => Some(StorageError::Closed),
+            (None, false) => None,
+        };
+        if let Some(e) = refused {
+            drop(q);
+            for waiter in waiters {
+                waiter(Err(e.clone()));
+            }
+            return;
+        }
+        if count > 0 {
+            let pending = q.segments.entry(event).or_insert_with(|| Pending {
+                first_lsn,
+                count: 0,
+                frames: Vec::new(),
+            });
+            assert_eq!(
+                pending.first_lsn + u64::from(pending.count),
+                first_lsn,
+                "records of {event} submitted out of order"
+            );
+            pending.count += count;
+            pending.frames.extend_from_slice(frames);
+        }
+        q.waiters.extend(waiters);
+        drop(q);
+        self.shared.wake.notify_one();
+    }
+
+    /// Queues a snapshot of `event` holding its first `lsn` records. It is written in the same
+    /// round as those records; the segments it replaces are dropped one round later, once the
+    /// snapshot is known to be durable.
+    pub fn submit_snapshot(&self, event: EventId, lsn: u64, state: Vec<u8>) {
+        let mut q = self.shared.queue.lock().expect("commit queue lock");
+        if q.closed || q.poisoned.is_some() {
+            return;
+        }
+        q.snapshots.push((event, lsn, state));
+        drop(q);
+        self.shared.wake.notify_one();
+    }
+
+    pub fn stats(&self) -> &CommitStats {
+        &self.shared.stats
+    }
+
+    /// Finishes every queued round, then stops the thread. Later submissions fail with `Closed`.
+    pub fn close(&self) {
+        self.shared.queue.lock().expect("commit queue lock").closed = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.lock().expect("thread lock").take() {
+            t.join().expect("group-commit thread panicked");
+        }
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn run(shared: &Shared, log: &dyn LogStore) {
+    let mut compact: Vec<(EventId, u64)> = Vec::new();
+    loop {
+        let (segments, snapshots, waiters, poisoned) = {
+            let mut q = shared.queue.lock().expect("commit queue lock");
+            while q.is_empty() && !q.closed && compact.is_empty() {
+                q = shared.wake.wait(q).expect("commit queue lock");
+            }
+            if q.is_empty() && q.closed && compact.is_empty() {
+                return;
+            }
+            (
+                std::mem::take(&mut q.segments),
+                std::mem::take(&mut q.snapshots),
+                std::mem::take(&mut q.waiters),
+                q.poisoned.clone(),
+            )
+        };
+        let started = Instant::now();
+        let wrote = !segments.is_empty() || !snapshots.is_empty() || !compact.is_empty();
+        let mut records = 0u64;
+        let mut bytes = 0u64;
+        let result = (|| {
+            if let Some(e) = poisoned {
+                // Writing after a failed round could leave a gap in the log; write nothing.
+                return Err(StorageError::Poisoned(e.to_string()));
+            }
+            for (event, p) in &segments {
+                let segment = finish_segment(p.count, &p.frames);
+                records += u64::from(p.count);
+                bytes += segment.len() as u64;
+                log.write_segment(*event, p.first_lsn, &segment)?;
+            }
+            for (event, lsn, state) in &snapshots {
+                bytes += state.len() as u64;
+                log.write_snapshot(*event, *lsn, state)?;
+            }
+            for (event, lsn) in compact.drain(..) {
+                log.drop_segments_before(event, lsn)?;
+            }
+            // Nothing written: every earlier round already flushed, so the waiters' changes
+            // are durable.
+            if wrote {
+                log.flush()?;
+            }
+            Ok(())
+        })();
+        if wrote {
+            let nanos = started.elapsed().as_nanos() as u64;
+            let s = &shared.stats;
+            s.flushes.fetch_add(1, Ordering::Relaxed);
+            s.records.fetch_add(records, Ordering::Relaxed);
+            s.bytes.fetch_add(bytes, Ordering::Relaxed);
+            s.flush_nanos_total.fetch_add(nanos, Ordering::Relaxed);
+            s.flush_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+        }
+        if let Err(e) = &result {
+            // The actors' memory is now ahead of the disk. Refuse every later change rather than
+            // acknowledge one that a restart would not find.
+            tracing::error!(error = %e, "log write failed; refusing further changes");
+            shared.queue.lock().expect("commit queue lock").poisoned = Some(e.clone());
+        }
+        compact = snapshots.iter().map(|(e, lsn, _)| (*e, *lsn)).collect();
+        for waiter in waiters {
+            waiter(result.clone());
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The engine's answer when a request does not get a business outcome: the rejection itself, or
+//! why the engine could not decide (unknown event, overload, timeout, storage).
+
+use crate::inventory::{EventId, Rejection};
+use crate::wal::StorageError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The inventory said no; nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("event {0} not found")]
+    EventNotFound(EventId),
+    #[error("the engine holds {0} events, its limit")]
+    TooManyEvents(u32),
+    /// Admission control: the event already has its limit of requests in flight.
+    #[error(
+        "event {event} has {limit} requests in flight, its limit; retry after {retry_after_ms} ms"
+    )]
+    Overloaded {
+        event: EventId,
+        limit: u32,
+        retry_after_ms: u64,
+    },
+    /// The actor did not answer in time; the request may still take effect. Retry with the same
+    /// idempotency key to learn its outcome.
+    #[error(
+        "event {event} did not answer within {timeout_ms} ms; retry with the same idempotency key"
+    )]
+    Timeout { event: EventId, timeout_ms: u64 },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}

@@ -1,0 +1,376 @@
+//! The write-ahead log on disk: segments of framed records and one snapshot per event, kept in sled
+//! behind the small [`LogStore`] trait. It knows bytes and sequence numbers, not what records mean,
+//! and it never decides when to flush: `commit` does.
+//!
+//! Layout, in one sled database:
+//! - tree `log`: key = event id (16 bytes) ++ first lsn (u64 big-endian); value = a segment:
+//!   `count: u32 LE`, then `count` frames of `len: u32 LE, crc32: u32 LE, postcard(Record)`.
+//!   Big-endian lsns keep an event's segments in log order under one prefix.
+//! - tree `snapshot`: key = event id; value = `lsn: u64 LE, crc32: u32 LE, postcard(Inventory)`,
+//!   the state after the first `lsn` records.
+//!
+//! Every frame is checked before it is written (it must decode to the record it came from, in
+//! debug builds) and after it is read back (length and crc32, in every build).
+
+use std::path::Path;
+
+use uuid::Uuid;
+
+use crate::inventory::{EventId, Inventory, Record};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage i/o failed: {0}")]
+    Io(String),
+    #[error("log of event {event} is corrupt: {detail}")]
+    Corrupt { event: EventId, detail: String },
+    #[error("an earlier write failed, so the engine refuses further changes until restarted: {0}")]
+    Poisoned(String),
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        StorageError::Io(e.to_string())
+    }
+}
+
+/// One event's log as read back: the latest snapshot, then the segments in lsn order.
+pub struct StoredEvent {
+    pub snapshot: Option<(u64, Vec<u8>)>,
+    pub segments: Vec<(u64, Vec<u8>)>,
+}
+
+/// What the engine needs from durable storage. Writes become durable only at `flush`.
+/// Used from one thread at a time (sled 1.0's handles are `Send`, not `Sync`): recovery reads
+/// through one handle, then the group-commit thread owns another.
+pub trait LogStore: Send + 'static {
+    fn write_segment(
+        &self,
+        event: EventId,
+        first_lsn: u64,
+        segment: &[u8],
+    ) -> Result<(), StorageError>;
+    fn write_snapshot(&self, event: EventId, lsn: u64, state: &[u8]) -> Result<(), StorageError>;
+    /// Removes the segments that hold only records before `lsn`.
+    fn drop_segments_before(&self, event: EventId, lsn: u64) -> Result<(), StorageError>;
+    /// Makes every earlier write durable against power loss.
+    fn flush(&self) -> Result<(), StorageError>;
+    fn events(&self) -> Result<Vec<EventId>, StorageError>;
+    fn load(&self, event: EventId) -> Result<StoredEvent, StorageError>;
+}
+
+/// Leaves of 16 entries: sled rewrites a whole dirty leaf at each flush, so small leaves keep a
+/// flush of a few new segments from rewriting hundreds of old ones (measured: 16 KiB segments
+/// flushed one at a time cost 2.0 ms per flush with sled's default of 1024, 0.57 ms with 16).
+const LEAF_FANOUT: usize = 16;
+
+/// [`LogStore`] on sled 1.0.0-alpha.124, whose `flush` writes and fsyncs its files. Clones share
+/// the database.
+#[derive(Clone)]
+pub struct SledLog {
+    db: sled::Db<LEAF_FANOUT>,
+    log: sled::Tree<LEAF_FANOUT>,
+    snapshots: sled::Tree<LEAF_FANOUT>,
+}
+
+impl SledLog {
+    pub fn open(dir: &Path, cache_capacity_mib: u64) -> Result<SledLog, StorageError> {
+        std::fs::create_dir_all(dir)?;
+        let db: sled::Db<LEAF_FANOUT> = sled::Config::new()
+            .path(dir)
+            .cache_capacity_bytes((cache_capacity_mib as usize) << 20)
+            // No background flusher: the group commit decides when to flush, and durability of an
+            // acknowledged change never depends on a timer.
+            .flush_every_ms(None)
+            .open()?;
+        let log = db.open_tree("log")?;
+        let snapshots = db.open_tree("snapshot")?;
+        Ok(SledLog { db, log, snapshots })
+    }
+}
+
+fn segment_key(event: EventId, lsn: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(event.0.as_bytes());
+    key[16..].copy_from_slice(&lsn.to_be_bytes());
+    key
+}
+
+impl LogStore for SledLog {
+    fn write_segment(
+        &self,
+        event: EventId,
+        first_lsn: u64,
+        segment: &[u8],
+    ) -> Result<(), StorageError> {
+        self.log.insert(segment_key(event, first_lsn), segment)?;
+        Ok(())
+    }
+
+    fn write_snapshot(&self, event: EventId, lsn: u64, state: &[u8]) -> Result<(), StorageError> {
+        let mut value = Vec::with_capacity(12 + state.len());
+        value.extend_from_slice(&lsn.to_le_bytes());
+        value.extend_from_slice(&crc32fast::hash(state).to_le_bytes());
+        value.extend_from_slice(state);
+        self.snapshots.insert(event.0.as_bytes(), value)?;
+        Ok(())
+    }
+
+    fn drop_segments_before(&self, event: EventId, lsn: u64) -> Result<(), StorageError> {
+        let start = segment_key(event, 0);
+        let end = segment_key(event, lsn);
+        let mut doomed = Vec::new();
+        for entry in self.log.range(start..end) {
+            let (key, value) = entry?;
+            let first = u64::from_be_bytes(key[16..24].try_into().expect("24-byte key"));
+            let count = segment_count(event, &value)?;
+            if first + u64::from(count) <= lsn {
+                doomed.push(key);
+            }
+        }
+        for key in doomed {
+            self.log.remove(key)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn events(&self) -> Result<Vec<EventId>, StorageError> {
+        let mut ids = std::collections::BTreeSet::new();
+        for entry in self.snapshots.iter() {
+            let (key, _) = entry?;
+            ids.insert(event_from_key(&key)?);
+        }
+        // Segments are grouped by event; jump from one event's prefix to the next.
+        let mut cursor = self.log.first()?;
+        while let Some((key, _)) = cursor {
+            let id = event_from_key(&key)?;
+            ids.insert(id);
+            cursor = self.log.get_gt(segment_key(id, u64::MAX))?;
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    fn load(&self, event: EventId) -> Result<StoredEvent, StorageError> {
+        let snapshot = match self.snapshots.get(event.0.as_bytes())? {
+            None => None,
+            Some(value) => {
+                let corrupt = |detail: &str| StorageError::Corrupt {
+                    event,
+                    detail: detail.to_string(),
+                };
+                if value.len() < 12 {
+                    return Err(corrupt("snapshot shorter than its header"));
+                }
+                let lsn = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
+                let crc = u32::from_le_bytes(value[8..12].try_into().expect("4 bytes"));
+                let state = value[12..].to_vec();
+                if crc32fast::hash(&state) != crc {
+                    return Err(corrupt("snapshot checksum mismatch"));
+                }
+                Some((lsn, state))
+            }
+        };
+        let mut segments = Vec::new();
+        for entry in self
+            .log
+            .range(segment_key(event, 0)..=segment_key(event, u64::MAX))
+        {
+            let (key, value) = entry?;
+            let first = u64::from_be_bytes(key[16..24].try_into().expect("24-byte key"));
+            segments.push((first, value.to_vec()));
+        }
+        Ok(StoredEvent { snapshot, segments })
+    }
+}
+
+fn event_from_key(key: &[u8]) -> Result<EventId, StorageError> {
+    let bytes: [u8; 16] = key
+        .get(..16)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StorageError::Io(format!("log key of {} bytes", key.len())))?;
+    Ok(EventId(Uuid::from_bytes(bytes)))
+}
+
+fn segment_count(event: EventId, segment: &[u8]) -> Result<u32, StorageError> {
+    segment
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .ok_or_else(|| StorageError::Corrupt {
+            event,
+            detail: "segment shorter than its header".into(),
+        })
+}
+
+/// Appends framed records to a segment under construction. `segment` starts empty; the count
+/// header is written by `finish_segment`.
+pub fn encode_records(records: &[Record], out: &mut Vec<u8>) {
+    for record in records {
+        let at = out.len();
+        out.extend_from_slice(&[0u8; 8]);
+        let out_taken = std::mem::take(out);
+        let mut buf = postcard::to_extend(record, out_taken).expect("records always serialize");
+        let len = (buf.len() - at - 8) as u32;
+        let crc = crc32fast::hash(&buf[at + 8..]);
+        buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+        debug_assert_eq!(
+            postcard::from_bytes::<Record>(&buf[at + 8..]).as_ref(),
+            Ok(record),
+            "a record must read back as written"
+        );
+        *out = buf;
+    }
+}
+
+/// Puts the count header in front of `count` frames.
+pub fn finish_segment(count: u32, frames: &[u8]) -> Vec<u8> {
+    let mut segment = Vec::with_capacity(4 + frames.len());
+    segment.extend_from_slice(&count.to_le_bytes());
+    segment.extend_from_slice(frames);
+    segment
+}
+
+/// Reads a segment back, checking every frame.
+pub fn decode_segment(event: EventId, segment: &[u8]) -> Result<Vec<Record>, StorageError> {
+    let corrupt = |detail: String| StorageError::Corrupt { event, detail };
+    let count = segment_count(event, segment)?;
+    let mut records = Vec::with_capacity(count as usize);
+    let mut at = 4usize;
+    for i in 0..count {
+        let header = segment
+            .get(at..at + 8)
+            .ok_or_else(|| corrupt(format!("frame {i} header cut short")))?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        let body = segment
+            .get(at + 8..at + 8 + len)
+            .ok_or_else(|| corrupt(format!("frame {i} body cut short")))?;
+        if crc32fast::hash(body) != crc {
+            return Err(corrupt(format!("frame {i} checksum mismatch")));
+        }
+        let record = postcard::from_bytes(body).map_err(|e| corrupt(format!("frame {i}: {e}")))?;
+        records.push(record);
+        at += 8 + len;
+    }
+    if at != segment.len() {
+        return Err(corrupt(format!(
+            "{} trailing bytes after {count} frames",
+            segment.len() - at
+        )));
+    }
+    Ok(records)
+}
+
+/// Rebuilds an event from what the log holds: the snapshot, then every later record, applied by
+/// the same `Inventory::apply` that applied them live. Checks that lsns are contiguous.
+pub fn recover(event: EventId, stored: StoredEvent) -> Result<Inventory, StorageError> {
+    let corrupt = |detail: String| StorageError::Corrupt { event, detail };
+    let mut inventory: Option<Inventory> = match stored.snapshot {
+        Some((lsn, bytes)) => {
+            let inv: Inventory =
+                postcard::from_bytes(&bytes).map_err(|e| corrupt(format!("snapshot: {e}")))?;
+            let inv = inv.restored();
+            if inv.applied() != lsn || inv.id() != event {
+                return Err(corrupt(format!(
+                    "snapshot claims lsn {lsn} of {event}, holds lsn {} of {}",
+                    inv.applied(),
+                    inv.id()
+                )));
+            }
+            Some(inv)
+        }
+        None => None,
+    };
+    for (first, segment) in stored.segments {
+        let records = decode_segment(event, &segment)?;
+        for (i, record) in records.iter().enumerate() {
+            let lsn = first + i as u64;
+            match &mut inventory {
+                None if lsn == 0 => {
+                    let inv = Inventory::from_created(record);
+                    if inv.id() != event {
+                        return Err(corrupt(format!("log of {event} creates {}", inv.id())));
+                    }
+                    inventory = Some(inv);
+                }
+                None => {
+                    return Err(corrupt(format!(
+                        "log starts at lsn {lsn} without a snapshot"
+                    )));
+                }
+                Some(inv) if lsn < inv.applied() => {} // already in the snapshot
+                Some(inv) if lsn == inv.applied() => inv.apply(record),
+                Some(inv) => {
+                    return Err(corrupt(format!(
+                        "gap in the log: expected lsn {}, found {lsn}",
+                        inv.applied()
+                    )));
+                }
+            }
+        }
+    }
+    let inventory = inventory.ok_or_else(|| corrupt("neither snapshot nor records".into()))?;
+    inventory.audit();
+    Ok(inventory)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::EventStatus;
+
+    #[test]
+    fn frames_round_trip_and_corruption_is_caught() {
+        let event = EventId(Uuid::from_u128(1));
+        let records = vec![
+            Record::StatusChanged {
+                status: EventStatus::Paused,
+                at_ms: 5,
+            },
+            Record::HoldsExpired {
+                hold_ids: vec![],
+                at_ms: 6,
+            },
+        ];
+        let mut frames = Vec::new();
+        encode_records(&records, &mut frames);
+        let segment = finish_segment(2, &frames);
+        assert_eq!(decode_segment(event, &segment).unwrap(), records);
+        let mut flipped = segment.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(matches!(
+            decode_segment(event, &flipped),
+            Err(StorageError::Corrupt { .. })
+        ));
+        assert!(decode_segment(event, &segment[..segment.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn sled_log_keeps_segments_in_order_and_drops_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = EventId(Uuid::from_u128(1));
+        let b = EventId(Uuid::from_u128(2));
+        {
+            let log = SledLog::open(dir.path(), 16).unwrap();
+            for (lsn, count) in [(0u64, 3u32), (3, 2), (5, 4)] {
+                log.write_segment(a, lsn, &finish_segment(count, &[]))
+                    .unwrap();
+            }
+            log.write_segment(b, 0, &finish_segment(1, &[])).unwrap();
+            log.drop_segments_before(a, 6).unwrap();
+            log.flush().unwrap();
+        }
+        let log = SledLog::open(dir.path(), 16).unwrap();
+        assert_eq!(log.events().unwrap(), vec![a, b]);
+        let firsts: Vec<u64> = log.load(a).unwrap().segments.iter().map(|s| s.0).collect();
+        // [0,3) and [3,5) end before 6; [5,9) straddles it and stays.
+        assert_eq!(firsts, vec![5]);
+    }
+}

@@ -1,0 +1,193 @@
+//! The crash harness: runs the engine under load in a child process (`crash-child`), kills it with
+//! SIGKILL at a random moment, reopens the same sled directory and checks that every change the
+//! child acknowledged before the kill is there and that the invariants hold. Repeats on the same
+//! directory, so each round also recovers everything the earlier rounds left.
+//!
+//! The child prints one line per fact, always after the fact:
+//! - `READY <event>` once the engine is open and the event exists;
+//! - `H <hold>` after a reservation was acknowledged;
+//! - `c <hold>` / `r <hold>` before it asks to confirm / release a hold;
+//! - `C <hold> <order>` / `R <hold>` after the confirm / release was acknowledged.
+//!
+//! A pipe keeps what was written before the kill, so every `H`, `C` and `R` line read back is an
+//! acknowledgement the engine must honour after restart.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use engine::inventory::{EventId, HoldId, OrderId, OrderStatus};
+use uuid::Uuid;
+
+#[derive(Default, Debug, Clone)]
+struct Fate {
+    confirm_asked: bool,
+    release_asked: bool,
+    confirmed: Option<OrderId>,
+    released: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CrashReport {
+    pub kills: u32,
+    pub holds_acknowledged: usize,
+    pub confirms_acknowledged: usize,
+    pub releases_acknowledged: usize,
+    pub recovery_ms_max: u128,
+    pub records_max: u64,
+}
+
+fn parse_id(word: Option<&str>) -> Result<Uuid> {
+    Ok(Uuid::parse_str(word.context("missing id")?)?)
+}
+
+/// Runs `kills` rounds of start, load, SIGKILL, verify against `data_dir`.
+pub async fn run(child: &Path, data_dir: &Path, kills: u32, seed: u64) -> Result<CrashReport> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut fates: HashMap<HoldId, Fate> = HashMap::new();
+    let mut event: Option<EventId> = None;
+    let mut report = CrashReport::default();
+    for round in 0..kills {
+        let child_seed = rng.u64(..);
+        let mut process = Command::new(child)
+            .arg(data_dir)
+            .arg(child_seed.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("start {}", child.display()))?;
+        let stdout = process.stdout.take().context("child stdout")?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || -> Vec<String> {
+            let mut lines = Vec::new();
+            let mut reader = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    // A line cut short by the kill has no newline: it was never complete.
+                    Ok(_) if buf.last() != Some(&b'\n') => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                        if line.starts_with("READY") {
+                            let _ = ready_tx.send(());
+                        }
+                        lines.push(line);
+                    }
+                }
+            }
+            lines
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            let _ = process.kill();
+            bail!("round {round}: the child never became ready");
+        }
+        let load_ms = rng.u64(30..400);
+        std::thread::sleep(Duration::from_millis(load_ms));
+        process.kill().context("SIGKILL the child")?;
+        let status = process.wait()?;
+        ensure!(
+            !status.success(),
+            "round {round}: the child exited by itself ({status})"
+        );
+        let lines = reader.join().expect("reader thread");
+        report.kills += 1;
+
+        for line in &lines {
+            let mut words = line.split(' ');
+            let tag = words.next().unwrap_or_default();
+            match tag {
+                "READY" => {
+                    let id = EventId(parse_id(words.next())?);
+                    ensure!(event.is_none_or(|e| e == id), "child switched events");
+                    event = Some(id);
+                }
+                "H" => {
+                    let hold = HoldId(parse_id(words.next())?);
+                    ensure!(
+                        fates.insert(hold, Fate::default()).is_none(),
+                        "hold {hold} acknowledged twice"
+                    );
+                }
+                "c" | "r" | "C" | "R" => {
+                    let hold = HoldId(parse_id(words.next())?);
+                    let fate = fates
+                        .get_mut(&hold)
+                        .with_context(|| format!("{line}: unknown hold"))?;
+                    match tag {
+                        "c" => fate.confirm_asked = true,
+                        "r" => fate.release_asked = true,
+                        "C" => fate.confirmed = Some(OrderId(parse_id(words.next())?)),
+                        _ => fate.released = true,
+                    }
+                }
+                other => bail!("unexpected line from the child: {other:?}"),
+            }
+        }
+
+        let event = event.context("no event")?;
+        let started = Instant::now();
+        let engine = engine::Engine::open(&crate::config_in(data_dir))
+            .await
+            .with_context(|| format!("round {round}: reopen after SIGKILL"))?;
+        report.recovery_ms_max = report.recovery_ms_max.max(started.elapsed().as_millis());
+        let handle = engine.event(event)?;
+        // The audit re-checks every invariant inside the actor, panicking on any breach.
+        let audit = handle
+            .audit()
+            .await
+            .with_context(|| format!("round {round}: audit"))?;
+        report.records_max = report.records_max.max(audit.applied_records);
+        for tier in &audit.summary.tiers {
+            ensure!(
+                tier.available + tier.held + tier.sold == tier.capacity,
+                "tier {} invariant",
+                tier.code
+            );
+        }
+        let live: HashSet<HoldId> = audit.hold_ids.iter().copied().collect();
+        let orders: HashMap<HoldId, (OrderId, OrderStatus)> = audit
+            .orders
+            .iter()
+            .map(|(o, h, s)| (*h, (*o, *s)))
+            .collect();
+        for (hold, fate) in &fates {
+            let is_live = live.contains(hold);
+            let order = orders.get(hold);
+            ensure!(
+                !(is_live && order.is_some()),
+                "hold {hold} is both live and an order"
+            );
+            if let Some(acked) = fate.confirmed {
+                ensure!(
+                    order.map(|o| o.0) == Some(acked),
+                    "round {round}: acknowledged order {acked} of hold {hold} lost"
+                );
+            } else if fate.released {
+                ensure!(
+                    !is_live && order.is_none(),
+                    "round {round}: released hold {hold} came back"
+                );
+            } else if !fate.confirm_asked && !fate.release_asked {
+                ensure!(is_live, "round {round}: acknowledged hold {hold} lost");
+            }
+        }
+        // What the engine kept is now the truth for the unacknowledged requests too.
+        for (hold, fate) in fates.iter_mut() {
+            if let Some((order, _)) = orders.get(hold) {
+                fate.confirmed = Some(*order);
+            } else if !live.contains(hold) {
+                fate.released = true;
+            }
+        }
+        engine.shutdown().await;
+    }
+    report.holds_acknowledged = fates.len();
+    report.confirms_acknowledged = fates.values().filter(|f| f.confirmed.is_some()).count();
+    report.releases_acknowledged = fates.values().filter(|f| f.released).count();
+    Ok(report)
+}
