@@ -137,6 +137,9 @@ pub struct HoldsConfig {
     pub min_hold_ttl_ms: u64,
     /// Longest hold TTL a request or an event may ask for.
     pub max_hold_ttl_ms: u64,
+    /// How long the engine remembers that a hold expired or was released, so that a late confirm
+    /// or release is told so rather than "not found". Notes live between one and two of these.
+    pub ended_hold_retention_ms: u64,
 }
 
 impl Default for HoldsConfig {
@@ -144,6 +147,7 @@ impl Default for HoldsConfig {
         HoldsConfig {
             min_hold_ttl_ms: 1_000,
             max_hold_ttl_ms: 3_600_000,
+            ended_hold_retention_ms: 3_600_000,
         }
     }
 }
@@ -353,6 +357,12 @@ impl Config {
             "holds.max_hold_ttl_ms",
             h.max_hold_ttl_ms,
             h.min_hold_ttl_ms,
+            7 * 86_400_000,
+        )?;
+        range(
+            "holds.ended_hold_retention_ms",
+            h.ended_hold_retention_ms,
+            1_000,
             7 * 86_400_000,
         )?;
         range(

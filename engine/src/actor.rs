@@ -118,9 +118,9 @@ pub struct EventArgs {
 pub struct EventState {
     inventory: Inventory,
     context: Arc<ActorContext>,
-    /// Records decided by the message in hand, in lsn order, not yet queued for commit.
-    records: Vec<Record>,
+    /// Records decided by the message in hand, encoded in lsn order, not yet queued for commit.
     frames: Vec<u8>,
+    frame_count: u32,
     last_snapshot_lsn: u64,
     /// Deadline the armed timer fires at, and its generation; older timers are ignored.
     timer_at_ms: Option<u64>,
@@ -158,13 +158,17 @@ impl EventState {
                     .holds_expired
                     .fetch_add(hold_ids.len() as u64, Ordering::Relaxed);
             }
-            self.records.push(r);
+            self.keep(Some(r));
         }
         now
     }
 
+    /// Encodes a decided record for the commit of the message in hand.
     fn keep(&mut self, record: Option<Record>) {
-        self.records.extend(record);
+        if let Some(r) = record {
+            encode_records(std::slice::from_ref(&r), &mut self.frames);
+            self.frame_count += 1;
+        }
     }
 
     /// Queues this message's records and arranges for `answer` to go out once they, and
@@ -174,11 +178,8 @@ impl EventState {
         answer: Result<T, Error>,
         reply: Option<(Reply<T>, OwnedSemaphorePermit)>,
     ) {
-        let count = self.records.len() as u32;
+        let count = std::mem::take(&mut self.frame_count);
         let first_lsn = self.inventory.applied() - u64::from(count);
-        self.frames.clear();
-        encode_records(&self.records, &mut self.frames);
-        self.records.clear();
         let waiter: Option<Waiter> = reply.map(|(reply, permit)| -> Waiter {
             Box::new(move |durable: Result<(), StorageError>| {
                 drop(permit);
@@ -188,12 +189,20 @@ impl EventState {
         self.context
             .commit
             .submit(self.inventory.id(), first_lsn, count, &self.frames, waiter);
+        self.frames.clear();
         self.maybe_snapshot();
     }
 
+    /// Snapshots after `snapshot_every_records`, or after as many records as the state has
+    /// entries if that is more: a snapshot costs time in proportion to the state, so this keeps
+    /// its cost per record bounded while replay at restart stays within one state's worth.
     fn maybe_snapshot(&mut self) {
         let lsn = self.inventory.applied();
-        if lsn - self.last_snapshot_lsn < self.context.snapshot_every_records {
+        let every = self
+            .context
+            .snapshot_every_records
+            .max(self.inventory.state_size() as u64);
+        if lsn - self.last_snapshot_lsn < every {
             return;
         }
         let state = postcard::to_allocvec(&self.inventory).expect("the inventory serializes");
@@ -234,8 +243,8 @@ impl Actor for EventActor {
         Ok(EventState {
             inventory: args.inventory,
             context: args.context,
-            records: Vec::new(),
             frames: Vec::new(),
+            frame_count: 0,
             last_snapshot_lsn: args.snapshot_lsn,
             timer_at_ms: None,
             timer_generation: 0,

@@ -64,7 +64,9 @@ pub trait LogStore: Send + 'static {
 /// Leaves of 16 entries: sled rewrites a whole dirty leaf at each flush, so small leaves keep a
 /// flush of a few new segments from rewriting hundreds of old ones (measured: 16 KiB segments
 /// flushed one at a time cost 2.0 ms per flush with sled's default of 1024, 0.57 ms with 16).
-const LEAF_FANOUT: usize = 16;
+const LEAF_FANOUT: usize = 4;
+
+const ZSTD_LEVEL: i32 = -5;
 
 /// [`LogStore`] on sled 1.0.0-alpha.124, whose `flush` writes and fsyncs its files. Clones share
 /// the database.
@@ -84,6 +86,7 @@ impl SledLog {
             // No background flusher: the group commit decides when to flush, and durability of an
             // acknowledged change never depends on a timer.
             .flush_every_ms(None)
+            .zstd_compression_level(ZSTD_LEVEL)
             .open()?;
         let log = db.open_tree("log")?;
         let snapshots = db.open_tree("snapshot")?;

@@ -15,10 +15,17 @@ mod seating;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+/// Maps keyed by ids and customer strings: foldhash is several times faster than SipHash here and
+/// still randomly seeded per process, so customers cannot pick colliding keys ahead of time.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 pub use model::*;
 pub use rejection::{Rejection, RejectionKind};
@@ -40,6 +47,7 @@ pub struct Limits {
     pub min_hold_ttl_ms: u64,
     pub max_hold_ttl_ms: u64,
     pub idempotency_retention_ms: u64,
+    pub ended_hold_retention_ms: u64,
 }
 
 impl Default for Limits {
@@ -64,6 +72,7 @@ impl From<&config::Config> for Limits {
             min_hold_ttl_ms: c.holds.min_hold_ttl_ms,
             max_hold_ttl_ms: c.holds.max_hold_ttl_ms,
             idempotency_retention_ms: c.idempotency.retention_ms,
+            ended_hold_retention_ms: c.holds.ended_hold_retention_ms,
         }
     }
 }
@@ -98,7 +107,7 @@ pub enum Record {
     },
     HoldPlaced {
         hold_id: HoldId,
-        customer: String,
+        customer: Arc<str>,
         lines: Vec<LineRecord>,
         created_at_ms: u64,
         expires_at_ms: u64,
@@ -165,7 +174,7 @@ enum Owner {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct HoldState {
-    customer: String,
+    customer: Arc<str>,
     lines: Vec<LineRecord>,
     tickets: u32,
     created_at_ms: u64,
@@ -175,7 +184,7 @@ struct HoldState {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct OrderState {
     hold_id: HoldId,
-    customer: String,
+    customer: Arc<str>,
     lines: Vec<LineRecord>,
     tickets: u32,
     payment_ref: String,
@@ -238,14 +247,21 @@ pub struct Inventory {
     seats: Vec<SeatSlot>,
     owners: Vec<Owner>,
     holds: HashMap<HoldId, HoldState>,
-    /// Live holds by deadline: the next one to expire is first.
-    expiry: BTreeSet<(u64, HoldId)>,
+    /// Deadlines of holds, earliest on top. Confirmed and released holds leave their entry
+    /// behind; it is dropped when it reaches the top (`drop_stale_deadlines`). A heap push is far
+    /// cheaper than a B-tree insert and the stale entries are bounded by the longest TTL.
+    expiry: BinaryHeap<Reverse<(u64, HoldId)>>,
     orders: HashMap<OrderId, OrderState>,
-    customers: HashMap<String, Tally>,
-    /// How each ended hold ended, kept for the idempotency retention so that a late confirm gets
-    /// a precise answer; pruned in `ended_queue` order.
-    ended: HashMap<HoldId, (HoldEnd, u64)>,
-    ended_queue: VecDeque<(u64, HoldId)>,
+    customers: HashMap<Arc<str>, Tally>,
+    /// How recently ended holds ended (released or expired), so that a late confirm gets a
+    /// precise answer. Two generations, swapped every `ended_hold_retention_ms`: a note lives
+    /// between one and two retentions, and forgetting a generation costs no per-entry queue.
+    ended: HashMap<HoldId, HoldEnd>,
+    ended_before: HashMap<HoldId, HoldEnd>,
+    ended_since_ms: u64,
+    /// The order each confirmed hold became; derived from `orders`, rebuilt on restore.
+    #[serde(skip)]
+    order_of_hold: HashMap<HoldId, OrderId>,
     keys: HashMap<KeyId, KeyEntry>,
     key_queue: VecDeque<(u64, KeyId)>,
     /// Records applied so far; the log sequence number of the next record.
@@ -258,12 +274,19 @@ pub struct Inventory {
 #[derive(Clone, Debug, Default)]
 struct Lookup {
     tier_by_code: HashMap<String, u16>,
+    /// Tier codes shared by every answer that names them.
+    tier_codes: Vec<Arc<str>>,
     seat_by_ref: HashMap<SeatRef, u32>,
 }
 
 impl Lookup {
     fn build(spec: &EventSpec, seats: &[SeatSlot]) -> Lookup {
         Lookup {
+            tier_codes: spec
+                .tiers
+                .iter()
+                .map(|t| Arc::from(t.code.as_str()))
+                .collect(),
             tier_by_code: spec
                 .tiers
                 .iter()
@@ -278,6 +301,9 @@ impl Lookup {
         }
     }
 }
+
+/// Largest number of holds and customers an event's tables are sized for at creation.
+const PRESIZE_MAX: usize = 1 << 18;
 
 /// Fingerprint of a request for idempotency: FNV-1a over its `Hash` feed. FNV has fixed constants,
 /// so a fingerprint stored in a snapshot matches the same request after a restart.
@@ -351,8 +377,8 @@ pub fn validate_spec(spec: &EventSpec, limits: &Limits) -> Result<(), Rejection>
     if Currency::parse(spec.currency.as_str()).is_none() {
         return invalid("currency must be three upper-case letters".into());
     }
-    let mut codes = HashSet::new();
-    let mut seats = HashSet::new();
+    let mut codes = HashSet::default();
+    let mut seats = HashSet::default();
     for tier in &spec.tiers {
         check_string("tier code", &tier.code, limits)?;
         check_string("tier name", &tier.name, limits)?;
@@ -503,19 +529,29 @@ impl Inventory {
             }
         }
         let lookup = Lookup::build(spec, &seats);
+        // Sized for the event up front: growing a table of a million holds in the middle of a
+        // drop stalls the actor for a rehash (measured as the p99 of `boxoffice-bench engine`).
+        // Only the control bytes are touched now; the rest is paged in as holds arrive.
+        let expected: usize = tiers
+            .iter()
+            .map(|t| t.capacity as usize)
+            .sum::<usize>()
+            .min(PRESIZE_MAX);
         let inventory = Inventory {
             status: spec.status,
             spec: spec.clone(),
             owners: vec![Owner::Free; seats.len()],
             tiers,
             seats,
-            holds: HashMap::new(),
-            expiry: BTreeSet::new(),
-            orders: HashMap::new(),
-            customers: HashMap::new(),
-            ended: HashMap::new(),
-            ended_queue: VecDeque::new(),
-            keys: HashMap::new(),
+            holds: HashMap::with_capacity_and_hasher(expected, Default::default()),
+            expiry: BinaryHeap::new(),
+            orders: HashMap::default(),
+            customers: HashMap::with_capacity_and_hasher(expected, Default::default()),
+            ended: HashMap::default(),
+            ended_before: HashMap::default(),
+            ended_since_ms: 0,
+            order_of_hold: HashMap::default(),
+            keys: HashMap::default(),
             key_queue: VecDeque::new(),
             applied: 1,
             lookup,
@@ -528,6 +564,7 @@ impl Inventory {
     /// after it is read back, like every record.
     pub fn restored(mut self) -> Inventory {
         self.lookup = Lookup::build(&self.spec, &self.seats);
+        self.order_of_hold = self.orders.iter().map(|(id, o)| (o.hold_id, *id)).collect();
         self.audit();
         self
     }
@@ -553,9 +590,30 @@ impl Inventory {
         self.holds.len()
     }
 
+    /// How many holds, orders, client keys and ended-hold notes the state carries: what a
+    /// snapshot costs to write, roughly.
+    pub fn state_size(&self) -> usize {
+        self.holds.len()
+            + self.orders.len()
+            + self.keys.len()
+            + self.ended.len()
+            + self.ended_before.len()
+    }
+
     /// The earliest deadline among live holds.
-    pub fn next_expiry_ms(&self) -> Option<u64> {
-        self.expiry.first().map(|(at, _)| *at)
+    pub fn next_expiry_ms(&mut self) -> Option<u64> {
+        self.drop_stale_deadlines();
+        self.expiry.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Pops deadline entries whose hold has already ended.
+    fn drop_stale_deadlines(&mut self) {
+        while let Some(Reverse((at, id))) = self.expiry.peek() {
+            if self.holds.get(id).is_some_and(|h| h.expires_at_ms == *at) {
+                break;
+            }
+            self.expiry.pop();
+        }
     }
 
     // ------------------------------------------------------------------------------------------
@@ -577,7 +635,12 @@ impl Inventory {
             owner: req.customer.clone(),
             key: k.clone(),
         });
-        let print = fingerprint(req);
+        // Only keyed requests need a fingerprint; the hash is not free on the hot path.
+        let print = if req.idempotency_key.is_some() {
+            fingerprint(req)
+        } else {
+            0
+        };
         if let Some(answer) = self.repeat(key_id.as_ref(), print, now_ms, limits)? {
             let Answer::Hold(hold) = answer else {
                 unreachable!("reserve keys store holds")
@@ -610,7 +673,7 @@ impl Inventory {
 
         // Shape of the request: tiers, kinds, quantities, named seats. Nothing here reads owners.
         let mut per_tier: Vec<(u16, u32)> = Vec::new();
-        let mut named: HashSet<u32> = HashSet::new();
+        let mut named: HashSet<u32> = HashSet::default();
         let mut total: u64 = 0;
         for item in &req.items {
             let (code, quantity) = match item {
@@ -706,7 +769,7 @@ impl Inventory {
         }
         let tally = self
             .customers
-            .get(&req.customer)
+            .get(req.customer.as_str())
             .copied()
             .unwrap_or_default();
         if tally.open_holds >= limits.max_open_holds_per_customer {
@@ -788,7 +851,7 @@ impl Inventory {
 
         let record = Record::HoldPlaced {
             hold_id,
-            customer: req.customer.clone(),
+            customer: Arc::from(req.customer.as_str()),
             lines,
             created_at_ms: now_ms,
             expires_at_ms: now_ms.saturating_add(ttl_ms),
@@ -820,7 +883,12 @@ impl Inventory {
             owner: String::new(),
             key: k.clone(),
         });
-        let print = fingerprint(req);
+        // Only keyed requests need a fingerprint; the hash is not free on the hot path.
+        let print = if req.idempotency_key.is_some() {
+            fingerprint(req)
+        } else {
+            0
+        };
         if let Some(answer) = self.repeat(key_id.as_ref(), print, now_ms, limits)? {
             let Answer::Order(order) = answer else {
                 unreachable!("confirm keys store orders")
@@ -878,7 +946,12 @@ impl Inventory {
             owner: String::new(),
             key: k.clone(),
         });
-        let print = fingerprint(req);
+        // Only keyed requests need a fingerprint; the hash is not free on the hot path.
+        let print = if req.idempotency_key.is_some() {
+            fingerprint(req)
+        } else {
+            0
+        };
         if let Some(answer) = self.repeat(key_id.as_ref(), print, now_ms, limits)? {
             let Answer::Released(hold) = answer else {
                 unreachable!("release keys store holds")
@@ -919,7 +992,12 @@ impl Inventory {
             owner: String::new(),
             key: k.clone(),
         });
-        let print = fingerprint(req);
+        // Only keyed requests need a fingerprint; the hash is not free on the hot path.
+        let print = if req.idempotency_key.is_some() {
+            fingerprint(req)
+        } else {
+            0
+        };
         if let Some(answer) = self.repeat(key_id.as_ref(), print, now_ms, limits)? {
             let Answer::Order(order) = answer else {
                 unreachable!("cancel keys store orders")
@@ -996,13 +1074,17 @@ impl Inventory {
 
     /// Releases up to `max` holds whose deadline is at or before `now_ms`, as one record.
     pub fn expire_due(&mut self, now_ms: u64, max: usize) -> Option<Record> {
-        let hold_ids: Vec<HoldId> = self
-            .expiry
-            .iter()
-            .take_while(|(at, _)| *at <= now_ms)
-            .take(max)
-            .map(|(_, id)| *id)
-            .collect();
+        let mut hold_ids = Vec::new();
+        while hold_ids.len() < max {
+            self.drop_stale_deadlines();
+            match self.expiry.peek() {
+                Some(Reverse((at, id))) if *at <= now_ms => {
+                    hold_ids.push(*id);
+                    self.expiry.pop();
+                }
+                _ => break,
+            }
+        }
         if hold_ids.is_empty() {
             return None;
         }
@@ -1014,7 +1096,7 @@ impl Inventory {
         Some(record)
     }
 
-    /// Forgets client keys and ended-hold notes older than the retention. A function of time
+    /// Forgets client keys older than their retention and ended-hold notes older than theirs. A function of time
     /// only, so it is not logged: a key past its retention is gone whether pruned or not.
     pub fn prune(&mut self, now_ms: u64, limits: &Limits) {
         let horizon = now_ms.saturating_sub(limits.idempotency_retention_ms);
@@ -1027,14 +1109,9 @@ impl Inventory {
                 self.keys.remove(&id);
             }
         }
-        while let Some((at, _)) = self.ended_queue.front() {
-            if *at >= horizon {
-                break;
-            }
-            let (at, id) = self.ended_queue.pop_front().expect("front exists");
-            if self.ended.get(&id).is_some_and(|(_, t)| *t == at) {
-                self.ended.remove(&id);
-            }
+        if now_ms.saturating_sub(self.ended_since_ms) >= limits.ended_hold_retention_ms {
+            self.ended_before = std::mem::take(&mut self.ended);
+            self.ended_since_ms = now_ms;
         }
     }
 
@@ -1104,7 +1181,7 @@ impl Inventory {
                     },
                 );
                 assert!(previous.is_none(), "hold {hold_id} placed twice");
-                self.expiry.insert((*expires_at_ms, *hold_id));
+                self.expiry.push(Reverse((*expires_at_ms, *hold_id)));
                 let tally = self.customers.entry(customer.clone()).or_default();
                 tally.tickets += tickets;
                 tally.open_holds += 1;
@@ -1128,14 +1205,14 @@ impl Inventory {
                 let view = key
                     .as_ref()
                     .map(|_| self.hold_view(*hold_id).expect("released hold is live"));
-                self.end_hold(*hold_id, HoldEnd::Released, *at_ms);
+                self.end_hold(*hold_id, HoldEnd::Released);
                 if let (Some(k), Some(hold)) = (key, view) {
                     self.remember(KeyScope::Release, "", k, *at_ms, Answer::Released(hold));
                 }
             }
-            Record::HoldsExpired { hold_ids, at_ms } => {
+            Record::HoldsExpired { hold_ids, .. } => {
                 for id in hold_ids {
-                    self.end_hold(*id, HoldEnd::Expired, *at_ms);
+                    self.end_hold(*id, HoldEnd::Expired);
                 }
             }
             Record::HoldConfirmed {
@@ -1150,7 +1227,6 @@ impl Inventory {
                     .holds
                     .remove(hold_id)
                     .unwrap_or_else(|| panic!("confirmed hold {hold_id} is not live"));
-                assert!(self.expiry.remove(&(hold.expires_at_ms, *hold_id)));
                 assert_eq!(
                     lines.len(),
                     hold.lines.len(),
@@ -1194,7 +1270,7 @@ impl Inventory {
                     },
                 );
                 assert!(previous.is_none(), "order {order_id} made twice");
-                self.note_end(*hold_id, HoldEnd::Confirmed(*order_id), *at_ms);
+                self.note_end(*hold_id, HoldEnd::Confirmed(*order_id));
                 if let Some(k) = key {
                     let order = self.order_view(*order_id).expect("just inserted");
                     self.remember(KeyScope::Confirm, "", k, *at_ms, Answer::Order(order));
@@ -1239,12 +1315,11 @@ impl Inventory {
         self.applied += 1;
     }
 
-    fn end_hold(&mut self, hold_id: HoldId, end: HoldEnd, at_ms: u64) {
+    fn end_hold(&mut self, hold_id: HoldId, end: HoldEnd) {
         let hold = self
             .holds
             .remove(&hold_id)
             .unwrap_or_else(|| panic!("ended hold {hold_id} is not live"));
-        assert!(self.expiry.remove(&(hold.expires_at_ms, hold_id)));
         for line in &hold.lines {
             let tier = &mut self.tiers[line.tier as usize];
             assert!(tier.held >= line.quantity);
@@ -1261,7 +1336,7 @@ impl Inventory {
             }
         }
         self.untally(&hold.customer, hold.tickets, 1);
-        self.note_end(hold_id, end, at_ms);
+        self.note_end(hold_id, end);
         self.check_lines(&hold.lines);
     }
 
@@ -1278,9 +1353,12 @@ impl Inventory {
         }
     }
 
-    fn note_end(&mut self, hold_id: HoldId, end: HoldEnd, at_ms: u64) {
-        self.ended.insert(hold_id, (end, at_ms));
-        self.ended_queue.push_back((at_ms, hold_id));
+    fn note_end(&mut self, hold_id: HoldId, end: HoldEnd) {
+        if let HoldEnd::Confirmed(order) = end {
+            self.order_of_hold.insert(hold_id, order);
+        } else {
+            self.ended.insert(hold_id, end);
+        }
     }
 
     fn remember(
@@ -1353,9 +1431,13 @@ impl Inventory {
             assert_eq!(owner_of[s as usize], Owner::Free, "seat {s} has two owners");
             owner_of[s as usize] = owner;
         };
-        let mut tallies: HashMap<&str, Tally> = HashMap::new();
+        let mut tallies: HashMap<&str, Tally> = HashMap::default();
+        let deadlines: HashSet<(u64, HoldId)> = self.expiry.iter().map(|Reverse(e)| *e).collect();
         for (id, hold) in &self.holds {
-            assert!(self.expiry.contains(&(hold.expires_at_ms, *id)));
+            assert!(
+                deadlines.contains(&(hold.expires_at_ms, *id)),
+                "live hold {id} has no deadline"
+            );
             for line in &hold.lines {
                 held[line.tier as usize] += line.quantity;
                 line.seats.iter().for_each(|&s| claim(s, Owner::Held(*id)));
@@ -1364,7 +1446,6 @@ impl Inventory {
             t.tickets += hold.tickets;
             t.open_holds += 1;
         }
-        assert_eq!(self.expiry.len(), self.holds.len());
         for (id, order) in &self.orders {
             if matches!(
                 order.status,
@@ -1402,6 +1483,14 @@ impl Inventory {
             }
         }
         assert_eq!(tallies.len(), self.customers.len(), "customer tallies");
+        assert_eq!(self.order_of_hold.len(), self.orders.len(), "order index");
+        for (id, order) in &self.orders {
+            assert_eq!(
+                self.order_of_hold.get(&order.hold_id),
+                Some(id),
+                "order index of {id}"
+            );
+        }
         for (c, t) in tallies {
             let kept = self.customers[c];
             assert_eq!(
@@ -1428,15 +1517,22 @@ impl Inventory {
         match self.holds.get(&id) {
             Some(h) if h.expires_at_ms > now_ms => Ok(h),
             Some(_) => Err(Rejection::HoldExpired(id)),
-            None => Err(match self.ended.get(&id) {
-                Some((HoldEnd::Released, _)) => Rejection::HoldReleased(id),
-                Some((HoldEnd::Expired, _)) => Rejection::HoldExpired(id),
-                Some((HoldEnd::Confirmed(order), _)) => Rejection::HoldAlreadyConfirmed {
-                    hold: id,
-                    order: *order,
+            None => Err(
+                match self
+                    .ended
+                    .get(&id)
+                    .or_else(|| self.ended_before.get(&id))
+                    .copied()
+                    .or_else(|| self.order_of_hold.get(&id).map(|o| HoldEnd::Confirmed(*o)))
+                {
+                    Some(HoldEnd::Released) => Rejection::HoldReleased(id),
+                    Some(HoldEnd::Expired) => Rejection::HoldExpired(id),
+                    Some(HoldEnd::Confirmed(order)) => {
+                        Rejection::HoldAlreadyConfirmed { hold: id, order }
+                    }
+                    None => Rejection::HoldNotFound(id),
                 },
-                None => Rejection::HoldNotFound(id),
-            }),
+            ),
         }
     }
 
@@ -1444,7 +1540,7 @@ impl Inventory {
         lines
             .iter()
             .map(|l| Line {
-                tier: self.spec.tiers[l.tier as usize].code.clone(),
+                tier: self.lookup.tier_codes[l.tier as usize].clone(),
                 quantity: l.quantity,
                 seats: l
                     .seats

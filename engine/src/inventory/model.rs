@@ -2,6 +2,7 @@
 //! Plain data with no behaviour beyond formatting; the rules live in `inventory`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -184,7 +185,7 @@ pub struct CancelOrderRequest {
 /// One tier's share of a hold or an order.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Line {
-    pub tier: String,
+    pub tier: Arc<str>,
     pub quantity: u32,
     /// The seats, for a seated tier; empty for general admission.
     pub seats: Vec<SeatRef>,
@@ -196,7 +197,7 @@ pub struct Line {
 pub struct Hold {
     pub id: HoldId,
     pub event_id: EventId,
-    pub customer: String,
+    pub customer: Arc<str>,
     pub lines: Vec<Line>,
     pub currency: Currency,
     pub created_at_ms: u64,
@@ -223,7 +224,7 @@ pub struct Order {
     pub id: OrderId,
     pub event_id: EventId,
     pub hold_id: HoldId,
-    pub customer: String,
+    pub customer: Arc<str>,
     pub lines: Vec<Line>,
     pub currency: Currency,
     pub subtotal_minor: u64,

@@ -1,8 +1,8 @@
 //! Best-available seat selection over a tier's rows. Pure: reads seat owners, chooses, changes nothing.
 
-use std::collections::HashSet;
-
 use serde::{Deserialize, Serialize};
+
+use super::HashSet;
 
 /// A row of one seated tier, with its seats (global seat indices, in physical order) and how many
 /// of them are free. Rows are kept front first (see `Inventory::new`).
@@ -94,7 +94,7 @@ mod tests {
     }
 
     fn check(rows: &[RowIndex], taken: &[u32], quantity: u32, expected: Option<Vec<u32>>) {
-        let got = best_available(rows, quantity, &HashSet::new(), |s| !taken.contains(&s));
+        let got = best_available(rows, quantity, &HashSet::default(), |s| !taken.contains(&s));
         assert_eq!(got, expected, "taken {taken:?}, quantity {quantity}");
     }
 
