@@ -14,9 +14,9 @@ use uuid::Uuid;
 use crate::commit::{GroupCommit, Waiter};
 use crate::error::Error;
 use crate::inventory::{
-    CancelOrderRequest, ConfirmRequest, EventId, EventStatus, EventSummary, Hold, HoldId,
-    Inventory, Limits, Order, OrderId, OrderStatus, Record, ReleaseRequest, ReserveRequest,
-    SeatAvailability,
+    CancelOrderRequest, ConfirmRequest, Decision, EventStatus, EventSummary, Hold, HoldId,
+    Inventory, Limits, Order, OrderId, OrderStatus, Record, Rejection, ReleaseRequest,
+    ReserveRequest, SeatAvailability,
 };
 use crate::wal::{StorageError, encode_records};
 
@@ -193,6 +193,37 @@ impl EventState {
         self.maybe_snapshot();
     }
 
+    /// Runs one command: due holds first, then the decision, then its record and answer to the
+    /// commit queue.
+    fn command<T: Send + 'static>(
+        &mut self,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<T>,
+        decide: impl FnOnce(&mut Inventory, u64, &Limits) -> Result<Decision<T>, Rejection>,
+    ) {
+        let now = self.begin();
+        let answer = match decide(&mut self.inventory, now, &self.context.limits) {
+            Ok(decision) => {
+                self.keep(decision.record);
+                Ok(decision.answer)
+            }
+            Err(rejection) => Err(Error::Rejected(rejection)),
+        };
+        self.commit(answer, Some((reply, permit)));
+    }
+
+    /// Answers a read, in turn behind every change queued before it.
+    fn read<T: Send + 'static>(
+        &mut self,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<T>,
+        look: impl FnOnce(&Inventory, u64) -> Result<T, Error>,
+    ) {
+        let now = self.begin();
+        let answer = look(&self.inventory, now);
+        self.commit(answer, Some((reply, permit)));
+    }
+
     /// Snapshots after `snapshot_every_records`, or after as many records as the state has
     /// entries if that is more: a snapshot costs time in proportion to the state, so this keeps
     /// its cost per record bounded while replay at restart stays within one state's worth.
@@ -297,49 +328,30 @@ impl Actor for EventActor {
                 permit,
                 reply,
             } => {
-                let now = state.begin();
                 let order_id = OrderId(Uuid::now_v7());
-                let result =
-                    state
-                        .inventory
-                        .confirm(&request, order_id, now, &state.context.limits);
-                let answer = decided(state, result);
-                state.commit(answer, Some((reply, permit)));
+                state.command(permit, reply, |inv, now, limits| {
+                    inv.confirm(&request, order_id, now, limits)
+                });
             }
             EventMsg::Release {
                 request,
                 permit,
                 reply,
-            } => {
-                let now = state.begin();
-                let result = state
-                    .inventory
-                    .release(&request, now, &state.context.limits);
-                let answer = decided(state, result);
-                state.commit(answer, Some((reply, permit)));
-            }
+            } => state.command(permit, reply, |inv, now, limits| {
+                inv.release(&request, now, limits)
+            }),
             EventMsg::CancelOrder {
                 request,
                 permit,
                 reply,
-            } => {
-                let now = state.begin();
-                let result = state
-                    .inventory
-                    .cancel_order(&request, now, &state.context.limits);
-                let answer = decided(state, result);
-                state.commit(answer, Some((reply, permit)));
-            }
+            } => state.command(permit, reply, |inv, now, limits| {
+                inv.cancel_order(&request, now, limits)
+            }),
             EventMsg::SetStatus {
                 status,
                 permit,
                 reply,
-            } => {
-                let now = state.begin();
-                let result = state.inventory.set_status(status, now);
-                let answer = decided(state, result);
-                state.commit(answer, Some((reply, permit)));
-            }
+            } => state.command(permit, reply, |inv, now, _| inv.set_status(status, now)),
             // Reads go through the commit queue too, so that nobody sees a change before it is
             // durable; with nothing new to write they are answered at the end of the round
             // already under way.
@@ -347,48 +359,31 @@ impl Actor for EventActor {
                 hold_id,
                 permit,
                 reply,
-            } => {
-                let now = state.begin();
-                let answer = state.inventory.hold(hold_id, now).map_err(Error::from);
-                state.commit(answer, Some((reply, permit)));
-            }
+            } => state.read(permit, reply, |inv, now| Ok(inv.hold(hold_id, now)?)),
             EventMsg::GetOrder {
                 order_id,
                 permit,
                 reply,
-            } => {
-                state.begin();
-                let answer = state.inventory.order(order_id).map_err(Error::from);
-                state.commit(answer, Some((reply, permit)));
-            }
+            } => state.read(permit, reply, |inv, _| Ok(inv.order(order_id)?)),
             EventMsg::Summary { permit, reply } => {
-                state.begin();
-                let answer = Ok(state.inventory.summary());
-                state.commit(answer, Some((reply, permit)));
+                state.read(permit, reply, |inv, _| Ok(inv.summary()))
             }
             EventMsg::Seats {
                 tier,
                 permit,
                 reply,
-            } => {
-                state.begin();
-                let answer = state
-                    .inventory
-                    .seat_availability(tier.as_deref())
-                    .map_err(Error::from);
-                state.commit(answer, Some((reply, permit)));
-            }
-            EventMsg::Audit { permit, reply } => {
-                state.begin();
-                state.inventory.audit();
-                let answer = Ok(AuditReport {
-                    summary: state.inventory.summary(),
-                    hold_ids: state.inventory.hold_ids(),
-                    orders: state.inventory.order_list(),
-                    applied_records: state.inventory.applied(),
-                });
-                state.commit(answer, Some((reply, permit)));
-            }
+            } => state.read(permit, reply, |inv, _| {
+                Ok(inv.seat_availability(tier.as_deref())?)
+            }),
+            EventMsg::Audit { permit, reply } => state.read(permit, reply, |inv, _| {
+                inv.audit();
+                Ok(AuditReport {
+                    summary: inv.summary(),
+                    hold_ids: inv.hold_ids(),
+                    orders: inv.order_list(),
+                    applied_records: inv.applied(),
+                })
+            }),
             EventMsg::Expire { generation } => {
                 if generation != state.timer_generation {
                     return Ok(());
@@ -401,23 +396,4 @@ impl Actor for EventActor {
         state.arm_timer(&myself);
         Ok(())
     }
-}
-
-/// Keeps the record of an allowed command and turns the decision into the caller's answer.
-fn decided<T>(
-    state: &mut EventState,
-    result: Result<crate::inventory::Decision<T>, crate::inventory::Rejection>,
-) -> Result<T, Error> {
-    match result {
-        Ok(decision) => {
-            state.keep(decision.record);
-            Ok(decision.answer)
-        }
-        Err(rejection) => Err(Error::Rejected(rejection)),
-    }
-}
-
-/// The event an actor belongs to, for logs.
-pub fn event_name(id: EventId) -> String {
-    format!("event-{id}")
 }

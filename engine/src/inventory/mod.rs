@@ -339,11 +339,36 @@ fn check_string(what: &str, value: &str, limits: &Limits) -> Result<(), Rejectio
     Ok(())
 }
 
-fn check_key(key: &Option<String>, limits: &Limits) -> Result<(), Rejection> {
-    match key {
-        Some(k) => check_string("idempotency key", k, limits),
-        None => Ok(()),
-    }
+/// A request's client key: where its first answer is kept, and what goes into the record.
+struct Keyed {
+    id: KeyId,
+    record: KeyRecord,
+}
+
+/// Checks a request's optional client key and, if there is one, fingerprints the request (only
+/// then: the hash is not free on the hot path).
+fn keyed<T: Hash>(
+    scope: KeyScope,
+    owner: &str,
+    key: &Option<String>,
+    request: &T,
+    limits: &Limits,
+) -> Result<Option<Keyed>, Rejection> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    check_string("idempotency key", key, limits)?;
+    Ok(Some(Keyed {
+        id: KeyId {
+            scope,
+            owner: owner.to_string(),
+            key: key.clone(),
+        },
+        record: KeyRecord {
+            key: key.clone(),
+            fingerprint: fingerprint(request),
+        },
+    }))
 }
 
 /// Checks an event spec against the limits; an `Err` names the first problem.
@@ -629,22 +654,14 @@ impl Inventory {
         limits: &Limits,
     ) -> Result<Decision<Hold>, Rejection> {
         check_string("customer id", &req.customer, limits)?;
-        check_key(&req.idempotency_key, limits)?;
-        let key_id = req.idempotency_key.as_ref().map(|k| KeyId {
-            scope: KeyScope::Reserve,
-            owner: req.customer.clone(),
-            key: k.clone(),
-        });
-        // Only keyed requests need a fingerprint; the hash is not free on the hot path.
-        let print = if req.idempotency_key.is_some() {
-            fingerprint(req)
-        } else {
-            0
-        };
-        if let Some(answer) = self.repeat(key_id.as_ref(), print, now_ms, limits)? {
-            let Answer::Hold(hold) = answer else {
-                unreachable!("reserve keys store holds")
-            };
+        let keyed = keyed(
+            KeyScope::Reserve,
+            &req.customer,
+            &req.idempotency_key,
+            req,
+            limits,
+        )?;
+        if let Some(Answer::Hold(hold)) = self.repeat(keyed.as_ref(), now_ms, limits)? {
             return Ok(Decision {
                 record: None,
                 answer: hold,
@@ -855,10 +872,7 @@ impl Inventory {
             lines,
             created_at_ms: now_ms,
             expires_at_ms: now_ms.saturating_add(ttl_ms),
-            key: req.idempotency_key.as_ref().map(|k| KeyRecord {
-                key: k.clone(),
-                fingerprint: print,
-            }),
+            key: keyed.map(|k| k.record),
         };
         self.apply(&record);
         let answer = self.hold_view(hold_id).expect("the hold was just placed");
@@ -877,22 +891,8 @@ impl Inventory {
         limits: &Limits,
     ) -> Result<Decision<Order>, Rejection> {
         check_string("payment reference", &req.payment_ref, limits)?;
-        check_key(&req.idempotency_key, limits)?;
-        let key_id = req.idempotency_key.as_ref().map(|k| KeyId {
-            scope: KeyScope::Confirm,
-            owner: String::new(),
-            key: k.clone(),
-        });
-        // Only keyed requests need a fingerprint; the hash is not free on the hot path.
-        let print = if req.idempotency_key.is_some() {
-            fingerprint(req)
-        } else {
-            0
-        };
-        if let Some(answer) = self.repeat(key_id.as_ref(), print, now_ms, limits)? {
-            let Answer::Order(order) = answer else {
-                unreachable!("confirm keys store orders")
-            };
+        let keyed = keyed(KeyScope::Confirm, "", &req.idempotency_key, req, limits)?;
+        if let Some(Answer::Order(order)) = self.repeat(keyed.as_ref(), now_ms, limits)? {
             return Ok(Decision {
                 record: None,
                 answer: order,
@@ -920,10 +920,7 @@ impl Inventory {
             payment_ref: req.payment_ref.clone(),
             lines,
             at_ms: now_ms,
-            key: req.idempotency_key.as_ref().map(|k| KeyRecord {
-                key: k.clone(),
-                fingerprint: print,
-            }),
+            key: keyed.map(|k| k.record),
         };
         self.apply(&record);
         let answer = self.order_view(order_id).expect("the order was just made");
@@ -940,22 +937,8 @@ impl Inventory {
         now_ms: u64,
         limits: &Limits,
     ) -> Result<Decision<Hold>, Rejection> {
-        check_key(&req.idempotency_key, limits)?;
-        let key_id = req.idempotency_key.as_ref().map(|k| KeyId {
-            scope: KeyScope::Release,
-            owner: String::new(),
-            key: k.clone(),
-        });
-        // Only keyed requests need a fingerprint; the hash is not free on the hot path.
-        let print = if req.idempotency_key.is_some() {
-            fingerprint(req)
-        } else {
-            0
-        };
-        if let Some(answer) = self.repeat(key_id.as_ref(), print, now_ms, limits)? {
-            let Answer::Released(hold) = answer else {
-                unreachable!("release keys store holds")
-            };
+        let keyed = keyed(KeyScope::Release, "", &req.idempotency_key, req, limits)?;
+        if let Some(Answer::Released(hold)) = self.repeat(keyed.as_ref(), now_ms, limits)? {
             return Ok(Decision {
                 record: None,
                 answer: hold,
@@ -966,10 +949,7 @@ impl Inventory {
         let record = Record::HoldReleased {
             hold_id: req.hold_id,
             at_ms: now_ms,
-            key: req.idempotency_key.as_ref().map(|k| KeyRecord {
-                key: k.clone(),
-                fingerprint: print,
-            }),
+            key: keyed.map(|k| k.record),
         };
         self.apply(&record);
         Ok(Decision {
@@ -986,22 +966,8 @@ impl Inventory {
         limits: &Limits,
     ) -> Result<Decision<Order>, Rejection> {
         check_string("cancel reason", &req.reason, limits)?;
-        check_key(&req.idempotency_key, limits)?;
-        let key_id = req.idempotency_key.as_ref().map(|k| KeyId {
-            scope: KeyScope::Cancel,
-            owner: String::new(),
-            key: k.clone(),
-        });
-        // Only keyed requests need a fingerprint; the hash is not free on the hot path.
-        let print = if req.idempotency_key.is_some() {
-            fingerprint(req)
-        } else {
-            0
-        };
-        if let Some(answer) = self.repeat(key_id.as_ref(), print, now_ms, limits)? {
-            let Answer::Order(order) = answer else {
-                unreachable!("cancel keys store orders")
-            };
+        let keyed = keyed(KeyScope::Cancel, "", &req.idempotency_key, req, limits)?;
+        if let Some(Answer::Order(order)) = self.repeat(keyed.as_ref(), now_ms, limits)? {
             return Ok(Decision {
                 record: None,
                 answer: order,
@@ -1021,10 +987,7 @@ impl Inventory {
             order_id: req.order_id,
             reason: req.reason.clone(),
             at_ms: now_ms,
-            key: req.idempotency_key.as_ref().map(|k| KeyRecord {
-                key: k.clone(),
-                fingerprint: print,
-            }),
+            key: keyed.map(|k| k.record),
         };
         self.apply(&record);
         let answer = self.order_view(req.order_id).expect("the order exists");
@@ -1385,23 +1348,22 @@ impl Inventory {
         );
     }
 
-    /// The stored answer for a retried key, `Err` if the key came with another request, `None`
-    /// for a new key (or none).
+    /// The stored first answer for a retried key, `Err` if the key came with another request,
+    /// `None` for a new key (or none).
     fn repeat(
         &self,
-        key: Option<&KeyId>,
-        print: u64,
+        keyed: Option<&Keyed>,
         now_ms: u64,
         limits: &Limits,
     ) -> Result<Option<Answer>, Rejection> {
-        let Some(entry) = key.and_then(|k| self.keys.get(k)) else {
+        let Some((keyed, entry)) = keyed.and_then(|k| Some((k, self.keys.get(&k.id)?))) else {
             return Ok(None);
         };
         // Pruning may lag; a key past its retention reads as unknown all the same.
         if entry.at_ms.saturating_add(limits.idempotency_retention_ms) < now_ms {
             return Ok(None);
         }
-        if entry.fingerprint != print {
+        if entry.fingerprint != keyed.record.fingerprint {
             return Err(Rejection::IdempotencyKeyReused);
         }
         Ok(Some(entry.answer.clone()))
