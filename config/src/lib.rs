@@ -60,7 +60,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             data_dir: PathBuf::from("./data"),
-            snapshot_every_records: 100_000,
+            snapshot_every_records: 1_000_000,
             cache_capacity_mib: 128,
         }
     }

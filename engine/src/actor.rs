@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::commit::{GroupCommit, Waiter};
@@ -18,7 +18,7 @@ use crate::inventory::{
     Inventory, Limits, Order, OrderId, OrderStatus, Record, Rejection, ReleaseRequest,
     ReserveRequest, SeatAvailability,
 };
-use crate::wal::{StorageError, encode_records};
+use crate::wal::{SnapshotDir, StorageError, encode_records};
 
 /// Counters every actor adds to, for metrics and tests.
 #[derive(Default, Debug)]
@@ -30,6 +30,7 @@ pub struct EngineStats {
 /// What every event actor shares: the commit pipeline, the decision limits, the counters.
 pub struct ActorContext {
     pub commit: Arc<GroupCommit>,
+    pub snapshots: Arc<SnapshotDir>,
     pub stats: EngineStats,
     pub limits: Limits,
     pub snapshot_every_records: u64,
@@ -112,6 +113,8 @@ pub struct EventArgs {
     /// Records covered by the event's latest durable snapshot; the next snapshot is due
     /// `snapshot_every_records` after it, so a long replay at start is followed by a snapshot.
     pub snapshot_lsn: u64,
+    /// The event's admission permits, to see how busy it is.
+    pub permits: Arc<Semaphore>,
     pub context: Arc<ActorContext>,
 }
 
@@ -122,6 +125,10 @@ pub struct EventState {
     frames: Vec<u8>,
     frame_count: u32,
     last_snapshot_lsn: u64,
+    /// The snapshot being written off the actor, if any.
+    snapshot_task: Option<tokio::task::JoinHandle<()>>,
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
     /// Deadline the armed timer fires at, and its generation; older timers are ignored.
     timer_at_ms: Option<u64>,
     timer_generation: u64,
@@ -233,13 +240,41 @@ impl EventState {
             .context
             .snapshot_every_records
             .max(self.inventory.state_size() as u64);
-        if lsn - self.last_snapshot_lsn < every {
+        let since = lsn - self.last_snapshot_lsn;
+        if since < every {
             return;
         }
+        // Encoding stalls the event, so a busy event puts it off, up to four times the interval;
+        // restart replays at most that many records.
+        let in_flight = self.max_in_flight - self.permits.available_permits();
+        if in_flight > 1 && since < every.saturating_mul(4) {
+            return;
+        }
+        if self
+            .snapshot_task
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+        {
+            return; // the previous one is still being written; try again after the next command
+        }
+        // Encoded here (about 0.3 s per million holds, measured), written by a blocking task:
+        // once everything up to `lsn` is durable in the log, the file is written and fsynced,
+        // and only then are the segments it covers dropped.
         let state = postcard::to_allocvec(&self.inventory).expect("the inventory serializes");
-        self.context
-            .commit
-            .submit_snapshot(self.inventory.id(), lsn, state);
+        let (commit, snapshots, event) = (
+            self.context.commit.clone(),
+            self.context.snapshots.clone(),
+            self.inventory.id(),
+        );
+        self.snapshot_task = Some(tokio::task::spawn_blocking(move || {
+            let written = commit
+                .wait_durable()
+                .and_then(|()| snapshots.write(event, lsn, &state));
+            match written {
+                Ok(()) => commit.submit_compaction(event, lsn),
+                Err(e) => tracing::warn!(%event, lsn, error = %e, "snapshot not written"),
+            }
+        }));
         self.last_snapshot_lsn = lsn;
     }
 
@@ -277,6 +312,9 @@ impl Actor for EventActor {
             frames: Vec::new(),
             frame_count: 0,
             last_snapshot_lsn: args.snapshot_lsn,
+            snapshot_task: None,
+            max_in_flight: args.permits.available_permits(),
+            permits: args.permits,
             timer_at_ms: None,
             timer_generation: 0,
             last_now_ms: 0,

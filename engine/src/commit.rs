@@ -2,7 +2,8 @@
 //! flushes once, then answers every caller whose change that flush covered. A burst of thousands
 //! of changes costs a handful of fsyncs, and actors keep deciding while a flush is under way.
 //!
-//! It never decides anything and never answers before the flush returns. The queue is bounded by
+//! It never decides anything, never writes snapshots (they are files, written off this thread)
+//! and never answers before the flush returns. The queue is bounded by
 //! the callers: each waiting answer holds an admission permit of its event (see `registry`).
 
 use std::collections::HashMap;
@@ -27,7 +28,9 @@ struct Pending {
 #[derive(Default)]
 struct Queue {
     segments: HashMap<EventId, Pending>,
-    snapshots: Vec<(EventId, u64, Vec<u8>)>,
+    /// Segments to drop: every one holding only records before the lsn, which a durable
+    /// snapshot now covers.
+    compactions: Vec<(EventId, u64)>,
     waiters: Vec<Waiter>,
     closed: bool,
     poisoned: Option<StorageError>,
@@ -35,7 +38,7 @@ struct Queue {
 
 impl Queue {
     fn is_empty(&self) -> bool {
-        self.segments.is_empty() && self.snapshots.is_empty() && self.waiters.is_empty()
+        self.segments.is_empty() && self.compactions.is_empty() && self.waiters.is_empty()
     }
 }
 
@@ -124,17 +127,26 @@ impl GroupCommit {
         self.shared.wake.notify_one();
     }
 
-    /// Queues a snapshot of `event` holding its first `lsn` records. It is written in the same
-    /// round as those records; the segments it replaces are dropped one round later, once the
-    /// snapshot is known to be durable.
-    pub fn submit_snapshot(&self, event: EventId, lsn: u64, state: Vec<u8>) {
+    /// Queues dropping the segments of `event` that hold only records before `lsn`. Call it only
+    /// once a snapshot covering them is durable.
+    pub fn submit_compaction(&self, event: EventId, lsn: u64) {
         let mut q = self.shared.queue.lock().expect("commit queue lock");
         if q.closed || q.poisoned.is_some() {
             return;
         }
-        q.snapshots.push((event, lsn, state));
+        q.compactions.push((event, lsn));
         drop(q);
         self.shared.wake.notify_one();
+    }
+
+    /// Blocks until everything submitted before this call is durable (or has failed).
+    pub fn wait_durable(&self) -> Result<(), StorageError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter: Waiter = Box::new(move |durable| {
+            let _ = tx.send(durable);
+        });
+        self.submit(EventId(uuid::Uuid::nil()), 0, 0, &[], Some(waiter));
+        rx.recv().unwrap_or(Err(StorageError::Closed))
     }
 
     pub fn stats(&self) -> &CommitStats {
@@ -158,25 +170,24 @@ impl Drop for GroupCommit {
 }
 
 fn run(shared: &Shared, log: &dyn LogStore) {
-    let mut compact: Vec<(EventId, u64)> = Vec::new();
     loop {
-        let (segments, snapshots, waiters, poisoned) = {
+        let (segments, compactions, waiters, poisoned) = {
             let mut q = shared.queue.lock().expect("commit queue lock");
-            while q.is_empty() && !q.closed && compact.is_empty() {
+            while q.is_empty() && !q.closed {
                 q = shared.wake.wait(q).expect("commit queue lock");
             }
-            if q.is_empty() && q.closed && compact.is_empty() {
+            if q.is_empty() && q.closed {
                 return;
             }
             (
                 std::mem::take(&mut q.segments),
-                std::mem::take(&mut q.snapshots),
+                std::mem::take(&mut q.compactions),
                 std::mem::take(&mut q.waiters),
                 q.poisoned.clone(),
             )
         };
         let started = Instant::now();
-        let wrote = !segments.is_empty() || !snapshots.is_empty() || !compact.is_empty();
+        let wrote = !segments.is_empty() || !compactions.is_empty();
         let mut records = 0u64;
         let mut bytes = 0u64;
         let result = (|| {
@@ -190,12 +201,8 @@ fn run(shared: &Shared, log: &dyn LogStore) {
                 bytes += segment.len() as u64;
                 log.write_segment(*event, p.first_lsn, &segment)?;
             }
-            for (event, lsn, state) in &snapshots {
-                bytes += state.len() as u64;
-                log.write_snapshot(*event, *lsn, state)?;
-            }
-            for (event, lsn) in compact.drain(..) {
-                log.drop_segments_before(event, lsn)?;
+            for (event, lsn) in &compactions {
+                log.drop_segments_before(*event, *lsn)?;
             }
             // Nothing written: every earlier round already flushed, so the waiters' changes
             // are durable.
@@ -219,7 +226,6 @@ fn run(shared: &Shared, log: &dyn LogStore) {
             tracing::error!(error = %e, "log write failed; refusing further changes");
             shared.queue.lock().expect("commit queue lock").poisoned = Some(e.clone());
         }
-        compact = snapshots.iter().map(|(e, lsn, _)| (*e, *lsn)).collect();
         for waiter in waiters {
             waiter(result.clone());
         }

@@ -20,7 +20,7 @@ use crate::inventory::{
     HoldId, Inventory, Limits, Order, OrderId, Rejection, ReleaseRequest, ReserveRequest,
     SeatAvailability,
 };
-use crate::wal::{self, LogStore, SledLog, encode_records};
+use crate::wal::{self, LogStore, SledLog, SnapshotDir, encode_records};
 
 /// How long an overloaded caller is told to wait: about two group-commit rounds.
 const OVERLOAD_RETRY_AFTER_MS: u64 = 5;
@@ -56,10 +56,13 @@ impl Engine {
     /// Opens (or creates) the log in `config.storage.data_dir` and brings every event back.
     pub async fn open(config: &config::Config) -> Result<Engine, Error> {
         let started = Instant::now();
-        let log = SledLog::open(&config.storage.data_dir, config.storage.cache_capacity_mib)?;
+        let data_dir = &config.storage.data_dir;
+        let log = SledLog::open(&wal::log_dir(data_dir), config.storage.cache_capacity_mib)?;
+        let snapshots = Arc::new(SnapshotDir::open(&wal::snapshot_dir(data_dir))?);
         let commit = Arc::new(GroupCommit::start(Box::new(log.clone())));
         let context = Arc::new(ActorContext {
             commit,
+            snapshots: snapshots.clone(),
             stats: EngineStats::default(),
             limits: Limits::from(config),
             snapshot_every_records: config.storage.snapshot_every_records,
@@ -76,10 +79,16 @@ impl Engine {
                 elapsed: Duration::ZERO,
             },
         };
-        let ids = log.events()?;
+        let mut ids = log.events()?;
+        ids.extend(snapshots.events()?);
+        ids.sort();
+        ids.dedup();
         let mut replayed_max = 0;
         for id in &ids {
-            let stored = log.load(*id)?;
+            let stored = wal::StoredEvent {
+                snapshot: snapshots.read(*id)?,
+                segments: log.segments(*id)?,
+            };
             let snapshot_lsn = stored.snapshot.as_ref().map_or(0, |(lsn, _)| *lsn);
             let inventory = wal::recover(*id, stored)?;
             replayed_max = replayed_max.max(inventory.applied() - snapshot_lsn);
@@ -113,22 +122,24 @@ impl Engine {
 
     async fn spawn(&self, inventory: Inventory, snapshot_lsn: u64) -> Result<EventHandle, Error> {
         let id = inventory.id();
+        let max_in_flight = self.config.engine.max_in_flight_per_event;
+        let permits = Arc::new(Semaphore::new(max_in_flight as usize));
         let (actor, _join) = Actor::spawn(
             None,
             EventActor,
             EventArgs {
                 inventory,
                 snapshot_lsn,
+                permits: permits.clone(),
                 context: self.context.clone(),
             },
         )
         .await
         .map_err(|e| Error::Storage(wal::StorageError::Io(format!("spawn actor of {id}: {e}"))))?;
-        let max_in_flight = self.config.engine.max_in_flight_per_event;
         let handle = EventHandle {
             id,
             actor,
-            permits: Arc::new(Semaphore::new(max_in_flight as usize)),
+            permits,
             max_in_flight,
             timeout: Duration::from_millis(self.config.engine.call_timeout_ms),
         };

@@ -1,18 +1,23 @@
-//! The write-ahead log on disk: segments of framed records and one snapshot per event, kept in sled
-//! behind the small [`LogStore`] trait. It knows bytes and sequence numbers, not what records mean,
-//! and it never decides when to flush: `commit` does.
+//! The write-ahead log on disk: segments of framed records in sled, behind the small [`LogStore`]
+//! trait, and one snapshot file per event. It knows bytes and sequence numbers, not what records
+//! mean, and it never decides when to flush: `commit` does.
 //!
-//! Layout, in one sled database:
-//! - tree `log`: key = event id (16 bytes) ++ first lsn (u64 big-endian); value = a segment:
-//!   `count: u32 LE`, then `count` frames of `len: u32 LE, crc32: u32 LE, postcard(Record)`.
-//!   Big-endian lsns keep an event's segments in log order under one prefix.
-//! - tree `snapshot`: key = event id; value = `lsn: u64 LE, crc32: u32 LE, postcard(Inventory)`,
-//!   the state after the first `lsn` records.
+//! Layout under `storage.data_dir`:
+//! - `log/`, a sled database, tree `log`: key = event id (16 bytes) ++ first lsn (u64 big-endian);
+//!   value = a segment: `count: u32 LE`, then `count` frames of
+//!   `len: u32 LE, crc32: u32 LE, postcard(Record)`. Big-endian lsns keep an event's segments in
+//!   log order under one prefix.
+//! - `snapshots/<event id>.snapshot`: `lsn: u64 LE, crc32: u32 LE, postcard(Inventory)`, the
+//!   state after the first `lsn` records. Files, not sled values: a snapshot of a million holds is
+//!   tens of MB, which sled would rewrite inside a leaf at every flush that touches it, holding up
+//!   every acknowledgement of that round.
 //!
 //! Every frame is checked before it is written (it must decode to the record it came from, in
 //! debug builds) and after it is read back (length and crc32, in every build).
 
-use std::path::Path;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
@@ -42,6 +47,16 @@ pub struct StoredEvent {
     pub segments: Vec<(u64, Vec<u8>)>,
 }
 
+/// Where the log lives inside the data directory.
+pub fn log_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("log")
+}
+
+/// Where the snapshots live inside the data directory.
+pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("snapshots")
+}
+
 /// What the engine needs from durable storage. Writes become durable only at `flush`.
 /// Used from one thread at a time (sled 1.0's handles are `Send`, not `Sync`): recovery reads
 /// through one handle, then the group-commit thread owns another.
@@ -52,13 +67,14 @@ pub trait LogStore: Send + 'static {
         first_lsn: u64,
         segment: &[u8],
     ) -> Result<(), StorageError>;
-    fn write_snapshot(&self, event: EventId, lsn: u64, state: &[u8]) -> Result<(), StorageError>;
     /// Removes the segments that hold only records before `lsn`.
     fn drop_segments_before(&self, event: EventId, lsn: u64) -> Result<(), StorageError>;
     /// Makes every earlier write durable against power loss.
     fn flush(&self) -> Result<(), StorageError>;
+    /// Every event with at least one segment.
     fn events(&self) -> Result<Vec<EventId>, StorageError>;
-    fn load(&self, event: EventId) -> Result<StoredEvent, StorageError>;
+    /// An event's segments in lsn order, as `(first lsn, segment)`.
+    fn segments(&self, event: EventId) -> Result<Vec<(u64, Vec<u8>)>, StorageError>;
 }
 
 /// Leaves of 16 entries: sled rewrites a whole dirty leaf at each flush, so small leaves keep a
@@ -74,7 +90,6 @@ const ZSTD_LEVEL: i32 = -5;
 pub struct SledLog {
     db: sled::Db<LEAF_FANOUT>,
     log: sled::Tree<LEAF_FANOUT>,
-    snapshots: sled::Tree<LEAF_FANOUT>,
 }
 
 impl SledLog {
@@ -89,8 +104,7 @@ impl SledLog {
             .zstd_compression_level(ZSTD_LEVEL)
             .open()?;
         let log = db.open_tree("log")?;
-        let snapshots = db.open_tree("snapshot")?;
-        Ok(SledLog { db, log, snapshots })
+        Ok(SledLog { db, log })
     }
 }
 
@@ -109,15 +123,6 @@ impl LogStore for SledLog {
         segment: &[u8],
     ) -> Result<(), StorageError> {
         self.log.insert(segment_key(event, first_lsn), segment)?;
-        Ok(())
-    }
-
-    fn write_snapshot(&self, event: EventId, lsn: u64, state: &[u8]) -> Result<(), StorageError> {
-        let mut value = Vec::with_capacity(12 + state.len());
-        value.extend_from_slice(&lsn.to_le_bytes());
-        value.extend_from_slice(&crc32fast::hash(state).to_le_bytes());
-        value.extend_from_slice(state);
-        self.snapshots.insert(event.0.as_bytes(), value)?;
         Ok(())
     }
 
@@ -145,41 +150,18 @@ impl LogStore for SledLog {
     }
 
     fn events(&self) -> Result<Vec<EventId>, StorageError> {
-        let mut ids = std::collections::BTreeSet::new();
-        for entry in self.snapshots.iter() {
-            let (key, _) = entry?;
-            ids.insert(event_from_key(&key)?);
-        }
+        let mut ids = Vec::new();
         // Segments are grouped by event; jump from one event's prefix to the next.
         let mut cursor = self.log.first()?;
         while let Some((key, _)) = cursor {
             let id = event_from_key(&key)?;
-            ids.insert(id);
+            ids.push(id);
             cursor = self.log.get_gt(segment_key(id, u64::MAX))?;
         }
-        Ok(ids.into_iter().collect())
+        Ok(ids)
     }
 
-    fn load(&self, event: EventId) -> Result<StoredEvent, StorageError> {
-        let snapshot = match self.snapshots.get(event.0.as_bytes())? {
-            None => None,
-            Some(value) => {
-                let corrupt = |detail: &str| StorageError::Corrupt {
-                    event,
-                    detail: detail.to_string(),
-                };
-                if value.len() < 12 {
-                    return Err(corrupt("snapshot shorter than its header"));
-                }
-                let lsn = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
-                let crc = u32::from_le_bytes(value[8..12].try_into().expect("4 bytes"));
-                let state = value[12..].to_vec();
-                if crc32fast::hash(&state) != crc {
-                    return Err(corrupt("snapshot checksum mismatch"));
-                }
-                Some((lsn, state))
-            }
-        };
+    fn segments(&self, event: EventId) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
         let mut segments = Vec::new();
         for entry in self
             .log
@@ -189,7 +171,79 @@ impl LogStore for SledLog {
             let first = u64::from_be_bytes(key[16..24].try_into().expect("24-byte key"));
             segments.push((first, value.to_vec()));
         }
-        Ok(StoredEvent { snapshot, segments })
+        Ok(segments)
+    }
+}
+
+/// One snapshot file per event, replaced atomically: written to a temporary file, fsynced,
+/// renamed over the old one, and the directory fsynced.
+#[derive(Clone, Debug)]
+pub struct SnapshotDir {
+    dir: PathBuf,
+}
+
+impl SnapshotDir {
+    pub fn open(dir: &Path) -> Result<SnapshotDir, StorageError> {
+        std::fs::create_dir_all(dir)?;
+        Ok(SnapshotDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path(&self, event: EventId) -> PathBuf {
+        self.dir.join(format!("{event}.snapshot"))
+    }
+
+    /// Makes `state`, the encoded state after `lsn` records, the event's snapshot, durably.
+    pub fn write(&self, event: EventId, lsn: u64, state: &[u8]) -> Result<(), StorageError> {
+        let tmp = self.dir.join(format!("{event}.snapshot.tmp"));
+        let mut file = File::create(&tmp)?;
+        file.write_all(&lsn.to_le_bytes())?;
+        file.write_all(&crc32fast::hash(state).to_le_bytes())?;
+        file.write_all(state)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, self.path(event))?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// The event's snapshot, checked, or `None` if it has none.
+    pub fn read(&self, event: EventId) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        let value = match std::fs::read(self.path(event)) {
+            Ok(v) => v,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let corrupt = |detail: &str| StorageError::Corrupt {
+            event,
+            detail: detail.to_string(),
+        };
+        if value.len() < 12 {
+            return Err(corrupt("snapshot shorter than its header"));
+        }
+        let lsn = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
+        let crc = u32::from_le_bytes(value[8..12].try_into().expect("4 bytes"));
+        let state = value[12..].to_vec();
+        if crc32fast::hash(&state) != crc {
+            return Err(corrupt("snapshot checksum mismatch"));
+        }
+        Ok(Some((lsn, state)))
+    }
+
+    /// Every event with a snapshot.
+    pub fn events(&self) -> Result<Vec<EventId>, StorageError> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name.strip_suffix(".snapshot") {
+                let id = Uuid::parse_str(id)
+                    .map_err(|e| StorageError::Io(format!("snapshot file {name}: {e}")))?;
+                ids.push(EventId(id));
+            }
+        }
+        Ok(ids)
     }
 }
 
@@ -372,8 +426,28 @@ mod tests {
         }
         let log = SledLog::open(dir.path(), 16).unwrap();
         assert_eq!(log.events().unwrap(), vec![a, b]);
-        let firsts: Vec<u64> = log.load(a).unwrap().segments.iter().map(|s| s.0).collect();
+        let firsts: Vec<u64> = log.segments(a).unwrap().iter().map(|s| s.0).collect();
         // [0,3) and [3,5) end before 6; [5,9) straddles it and stays.
         assert_eq!(firsts, vec![5]);
+    }
+
+    #[test]
+    fn snapshot_files_replace_each_other_and_catch_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::open(dir.path()).unwrap();
+        let a = EventId(Uuid::from_u128(1));
+        assert_eq!(snapshots.read(a).unwrap(), None);
+        snapshots.write(a, 10, b"first").unwrap();
+        snapshots.write(a, 20, b"second").unwrap();
+        assert_eq!(snapshots.read(a).unwrap(), Some((20, b"second".to_vec())));
+        assert_eq!(snapshots.events().unwrap(), vec![a]);
+        let path = dir.path().join(format!("{a}.snapshot"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(matches!(
+            snapshots.read(a),
+            Err(StorageError::Corrupt { .. })
+        ));
     }
 }

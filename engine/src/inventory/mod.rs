@@ -303,7 +303,7 @@ impl Lookup {
 }
 
 /// Largest number of holds and customers an event's tables are sized for at creation.
-const PRESIZE_MAX: usize = 1 << 18;
+const PRESIZE_MAX: usize = 1 << 21;
 
 /// Fingerprint of a request for idempotency: FNV-1a over its `Hash` feed. FNV has fixed constants,
 /// so a fingerprint stored in a snapshot matches the same request after a restart.
