@@ -140,6 +140,8 @@ pub struct HoldsConfig {
     /// How long the engine remembers that a hold expired or was released, so that a late confirm
     /// or release is told so rather than "not found". Notes live between one and two of these.
     pub ended_hold_retention_ms: u64,
+    /// At most this many such notes per event; the oldest are forgotten first.
+    pub max_ended_hold_notes: u64,
 }
 
 impl Default for HoldsConfig {
@@ -148,6 +150,7 @@ impl Default for HoldsConfig {
             min_hold_ttl_ms: 1_000,
             max_hold_ttl_ms: 3_600_000,
             ended_hold_retention_ms: 3_600_000,
+            max_ended_hold_notes: 2_000_000,
         }
     }
 }
@@ -364,6 +367,12 @@ impl Config {
             h.ended_hold_retention_ms,
             1_000,
             7 * 86_400_000,
+        )?;
+        range(
+            "holds.max_ended_hold_notes",
+            h.max_ended_hold_notes,
+            65_536,
+            100_000_000,
         )?;
         range(
             "idempotency.retention_ms",

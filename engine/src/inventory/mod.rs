@@ -8,6 +8,7 @@
 //! applied record the per-tier invariant `available + held + sold == capacity` is asserted, in
 //! release builds too, and seat ownership is checked before each seat changes hands.
 
+mod ended;
 pub mod model;
 pub mod rejection;
 mod seating;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
+use ended::EndedNotes;
 pub use model::*;
 pub use rejection::{Rejection, RejectionKind};
 use seating::RowIndex;
@@ -48,6 +50,7 @@ pub struct Limits {
     pub max_hold_ttl_ms: u64,
     pub idempotency_retention_ms: u64,
     pub ended_hold_retention_ms: u64,
+    pub max_ended_hold_notes: usize,
 }
 
 impl Default for Limits {
@@ -73,6 +76,7 @@ impl From<&config::Config> for Limits {
             max_hold_ttl_ms: c.holds.max_hold_ttl_ms,
             idempotency_retention_ms: c.idempotency.retention_ms,
             ended_hold_retention_ms: c.holds.ended_hold_retention_ms,
+            max_ended_hold_notes: c.holds.max_ended_hold_notes as usize,
         }
     }
 }
@@ -253,12 +257,8 @@ pub struct Inventory {
     expiry: BinaryHeap<Reverse<(u64, HoldId)>>,
     orders: HashMap<OrderId, OrderState>,
     customers: HashMap<Arc<str>, Tally>,
-    /// How recently ended holds ended (released or expired), so that a late confirm gets a
-    /// precise answer. Two generations, swapped every `ended_hold_retention_ms`: a note lives
-    /// between one and two retentions, and forgetting a generation costs no per-entry queue.
-    ended: HashMap<HoldId, HoldEnd>,
-    ended_before: HashMap<HoldId, HoldEnd>,
-    ended_since_ms: u64,
+    /// How recently ended holds ended, for precise answers to late confirms.
+    ended: EndedNotes,
     /// The order each confirmed hold became; derived from `orders`, rebuilt on restore.
     #[serde(skip)]
     order_of_hold: HashMap<HoldId, OrderId>,
@@ -572,9 +572,7 @@ impl Inventory {
             expiry: BinaryHeap::new(),
             orders: HashMap::default(),
             customers: HashMap::with_capacity_and_hasher(expected, Default::default()),
-            ended: HashMap::default(),
-            ended_before: HashMap::default(),
-            ended_since_ms: 0,
+            ended: EndedNotes::default(),
             order_of_hold: HashMap::default(),
             keys: HashMap::default(),
             key_queue: VecDeque::new(),
@@ -618,11 +616,7 @@ impl Inventory {
     /// How many holds, orders, client keys and ended-hold notes the state carries: what a
     /// snapshot costs to write, roughly.
     pub fn state_size(&self) -> usize {
-        self.holds.len()
-            + self.orders.len()
-            + self.keys.len()
-            + self.ended.len()
-            + self.ended_before.len()
+        self.holds.len() + self.orders.len() + self.keys.len() + self.ended.len()
     }
 
     /// The earliest deadline among live holds.
@@ -1072,10 +1066,11 @@ impl Inventory {
                 self.keys.remove(&id);
             }
         }
-        if now_ms.saturating_sub(self.ended_since_ms) >= limits.ended_hold_retention_ms {
-            self.ended_before = std::mem::take(&mut self.ended);
-            self.ended_since_ms = now_ms;
-        }
+        self.ended.prune(
+            now_ms,
+            limits.ended_hold_retention_ms,
+            limits.max_ended_hold_notes,
+        );
     }
 
     // ------------------------------------------------------------------------------------------
@@ -1168,14 +1163,14 @@ impl Inventory {
                 let view = key
                     .as_ref()
                     .map(|_| self.hold_view(*hold_id).expect("released hold is live"));
-                self.end_hold(*hold_id, HoldEnd::Released);
+                self.end_hold(*hold_id, HoldEnd::Released, *at_ms);
                 if let (Some(k), Some(hold)) = (key, view) {
                     self.remember(KeyScope::Release, "", k, *at_ms, Answer::Released(hold));
                 }
             }
-            Record::HoldsExpired { hold_ids, .. } => {
+            Record::HoldsExpired { hold_ids, at_ms } => {
                 for id in hold_ids {
-                    self.end_hold(*id, HoldEnd::Expired);
+                    self.end_hold(*id, HoldEnd::Expired, *at_ms);
                 }
             }
             Record::HoldConfirmed {
@@ -1233,7 +1228,7 @@ impl Inventory {
                     },
                 );
                 assert!(previous.is_none(), "order {order_id} made twice");
-                self.note_end(*hold_id, HoldEnd::Confirmed(*order_id));
+                self.note_end(*hold_id, HoldEnd::Confirmed(*order_id), *at_ms);
                 if let Some(k) = key {
                     let order = self.order_view(*order_id).expect("just inserted");
                     self.remember(KeyScope::Confirm, "", k, *at_ms, Answer::Order(order));
@@ -1278,7 +1273,7 @@ impl Inventory {
         self.applied += 1;
     }
 
-    fn end_hold(&mut self, hold_id: HoldId, end: HoldEnd) {
+    fn end_hold(&mut self, hold_id: HoldId, end: HoldEnd, at_ms: u64) {
         let hold = self
             .holds
             .remove(&hold_id)
@@ -1299,7 +1294,7 @@ impl Inventory {
             }
         }
         self.untally(&hold.customer, hold.tickets, 1);
-        self.note_end(hold_id, end);
+        self.note_end(hold_id, end, at_ms);
         self.check_lines(&hold.lines);
     }
 
@@ -1316,11 +1311,11 @@ impl Inventory {
         }
     }
 
-    fn note_end(&mut self, hold_id: HoldId, end: HoldEnd) {
+    fn note_end(&mut self, hold_id: HoldId, end: HoldEnd, at_ms: u64) {
         if let HoldEnd::Confirmed(order) = end {
             self.order_of_hold.insert(hold_id, order);
         } else {
-            self.ended.insert(hold_id, end);
+            self.ended.note(hold_id, end, at_ms);
         }
     }
 
@@ -1483,8 +1478,6 @@ impl Inventory {
                 match self
                     .ended
                     .get(&id)
-                    .or_else(|| self.ended_before.get(&id))
-                    .copied()
                     .or_else(|| self.order_of_hold.get(&id).map(|o| HoldEnd::Confirmed(*o)))
                 {
                     Some(HoldEnd::Released) => Rejection::HoldReleased(id),
