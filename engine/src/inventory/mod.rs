@@ -12,6 +12,7 @@ mod ended;
 pub mod model;
 pub mod rejection;
 mod seating;
+mod sharded;
 
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,7 @@ use ended::EndedNotes;
 pub use model::*;
 pub use rejection::{Rejection, RejectionKind};
 use seating::RowIndex;
+use sharded::ShardedMap;
 
 /// The limits that shape decisions. Not part of the state: changing them between restarts changes
 /// what new requests may do, never how recorded ones replay.
@@ -250,18 +252,18 @@ pub struct Inventory {
     tiers: Vec<TierState>,
     seats: Vec<SeatSlot>,
     owners: Vec<Owner>,
-    holds: HashMap<HoldId, HoldState>,
+    holds: ShardedMap<HoldId, HoldState>,
     /// Deadlines of holds, earliest on top. Confirmed and released holds leave their entry
     /// behind; it is dropped when it reaches the top (`drop_stale_deadlines`). A heap push is far
     /// cheaper than a B-tree insert and the stale entries are bounded by the longest TTL.
     expiry: BinaryHeap<Reverse<(u64, HoldId)>>,
-    orders: HashMap<OrderId, OrderState>,
-    customers: HashMap<Arc<str>, Tally>,
+    orders: ShardedMap<OrderId, OrderState>,
+    customers: ShardedMap<Arc<str>, Tally>,
     /// How recently ended holds ended, for precise answers to late confirms.
     ended: EndedNotes,
     /// The order each confirmed hold became; derived from `orders`, rebuilt on restore.
     #[serde(skip)]
-    order_of_hold: HashMap<HoldId, OrderId>,
+    order_of_hold: ShardedMap<HoldId, OrderId>,
     keys: HashMap<KeyId, KeyEntry>,
     key_queue: VecDeque<(u64, KeyId)>,
     /// Records applied so far; the log sequence number of the next record.
@@ -301,9 +303,6 @@ impl Lookup {
         }
     }
 }
-
-/// Largest number of holds and customers an event's tables are sized for at creation.
-const PRESIZE_MAX: usize = 1 << 21;
 
 /// Fingerprint of a request for idempotency: FNV-1a over its `Hash` feed. FNV has fixed constants,
 /// so a fingerprint stored in a snapshot matches the same request after a restart.
@@ -554,26 +553,18 @@ impl Inventory {
             }
         }
         let lookup = Lookup::build(spec, &seats);
-        // Sized for the event up front: growing a table of a million holds in the middle of a
-        // drop stalls the actor for a rehash (measured as the p99 of `boxoffice-bench engine`).
-        // Only the control bytes are touched now; the rest is paged in as holds arrive.
-        let expected: usize = tiers
-            .iter()
-            .map(|t| t.capacity as usize)
-            .sum::<usize>()
-            .min(PRESIZE_MAX);
         let inventory = Inventory {
             status: spec.status,
             spec: spec.clone(),
             owners: vec![Owner::Free; seats.len()],
             tiers,
             seats,
-            holds: HashMap::with_capacity_and_hasher(expected, Default::default()),
+            holds: ShardedMap::default(),
             expiry: BinaryHeap::new(),
-            orders: HashMap::default(),
-            customers: HashMap::with_capacity_and_hasher(expected, Default::default()),
+            orders: ShardedMap::default(),
+            customers: ShardedMap::default(),
             ended: EndedNotes::default(),
-            order_of_hold: HashMap::default(),
+            order_of_hold: ShardedMap::default(),
             keys: HashMap::default(),
             key_queue: VecDeque::new(),
             applied: 1,
@@ -1140,7 +1131,9 @@ impl Inventory {
                 );
                 assert!(previous.is_none(), "hold {hold_id} placed twice");
                 self.expiry.push(Reverse((*expires_at_ms, *hold_id)));
-                let tally = self.customers.entry(customer.clone()).or_default();
+                let tally = self
+                    .customers
+                    .get_or_insert_with(customer.clone(), Tally::default);
                 tally.tickets += tickets;
                 tally.open_holds += 1;
                 if let Some(k) = key {
@@ -1390,7 +1383,7 @@ impl Inventory {
         };
         let mut tallies: HashMap<&str, Tally> = HashMap::default();
         let deadlines: HashSet<(u64, HoldId)> = self.expiry.iter().map(|Reverse(e)| *e).collect();
-        for (id, hold) in &self.holds {
+        for (id, hold) in self.holds.iter() {
             assert!(
                 deadlines.contains(&(hold.expires_at_ms, *id)),
                 "live hold {id} has no deadline"
@@ -1403,7 +1396,7 @@ impl Inventory {
             t.tickets += hold.tickets;
             t.open_holds += 1;
         }
-        for (id, order) in &self.orders {
+        for (id, order) in self.orders.iter() {
             if matches!(
                 order.status,
                 OrderStatus::PendingPayment | OrderStatus::Paid
@@ -1441,7 +1434,7 @@ impl Inventory {
         }
         assert_eq!(tallies.len(), self.customers.len(), "customer tallies");
         assert_eq!(self.order_of_hold.len(), self.orders.len(), "order index");
-        for (id, order) in &self.orders {
+        for (id, order) in self.orders.iter() {
             assert_eq!(
                 self.order_of_hold.get(&order.hold_id),
                 Some(id),
