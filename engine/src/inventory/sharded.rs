@@ -33,6 +33,17 @@ impl<K: Hash + Eq, V> Default for ShardedMap<K, V> {
 }
 
 impl<K: Hash + Eq, V> ShardedMap<K, V> {
+    /// A map with room for `capacity` entries before any shard grows.
+    pub fn with_capacity(capacity: usize) -> Self {
+        ShardedMap {
+            hasher: foldhash::fast::RandomState::default(),
+            shards: (0..SHARDS)
+                .map(|_| HashMap::with_capacity_and_hasher(capacity / SHARDS, Default::default()))
+                .collect(),
+            len: 0,
+        }
+    }
+
     /// Bits 40..46 of the key's hash: above those a table uses for its buckets (up to 2^40 of
     /// them) and below the 7 it keeps as tags, so each shard still sees well-spread hashes.
     fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
