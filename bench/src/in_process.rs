@@ -128,15 +128,25 @@ fn print_latency(label: &str, h: &Histogram<u64>) {
     );
 }
 
-pub async fn engine(args: EngineArgs) -> Result<()> {
+/// An engine on `data_dir` (or a temporary directory under the working one, on the real disk)
+/// with one event made from `spec`; prints the machine.
+async fn start(
+    data_dir: Option<&std::path::Path>,
+    adjust: impl FnOnce(&mut config::Config),
+    spec: EventSpec,
+) -> Result<(Arc<engine::Engine>, engine::EventHandle, tempfile::TempDir)> {
     let temp = tempfile::tempdir_in(".").context("temporary data directory")?;
-    let dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    let mut config = bench_config(&dir);
-    config.storage.snapshot_every_records = args.snapshot_every;
+    let mut config = bench_config(data_dir.unwrap_or(temp.path()));
+    adjust(&mut config);
     let engine = Arc::new(engine::Engine::open(&config).await?);
+    let id = spec.id;
+    engine.create_event(spec).await?;
+    let handle = engine.event(id)?;
+    println!("machine: {}", machine());
+    Ok((engine, handle, temp))
+}
+
+pub async fn engine(args: EngineArgs) -> Result<()> {
     let total = args.seconds + args.warmup_seconds;
     // By default, enough tickets never to sell out, at up to 3M reservations per second.
     let capacity = args.capacity.unwrap_or(
@@ -144,10 +154,13 @@ pub async fn engine(args: EngineArgs) -> Result<()> {
     );
     let mut spec = hot_event(capacity);
     spec.hold_ttl_ms = args.hold_ttl_ms;
-    let id = spec.id;
-    engine.create_event(spec).await?;
-    let handle = engine.event(id)?;
-    println!("machine: {}", machine());
+    let snapshot_every = args.snapshot_every;
+    let (engine, handle, _temp) = start(
+        args.data_dir.as_deref(),
+        |c| c.storage.snapshot_every_records = snapshot_every,
+        spec,
+    )
+    .await?;
     println!(
         "command: boxoffice-bench engine --seconds {} --warmup-seconds {} --clients {} --batch {} --quantity {}{} --hold-ttl-ms {}",
         args.seconds,
@@ -277,17 +290,8 @@ pub async fn engine(args: EngineArgs) -> Result<()> {
 }
 
 pub async fn expiry(args: ExpiryArgs) -> Result<()> {
-    let temp = tempfile::tempdir_in(".").context("temporary data directory")?;
-    let dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    let engine = Arc::new(engine::Engine::open(&bench_config(&dir)).await?);
-    let spec = hot_event(100_000_000);
-    let id = spec.id;
-    engine.create_event(spec).await?;
-    let handle = engine.event(id)?;
-    println!("machine: {}", machine());
+    let (engine, handle, _temp) =
+        start(args.data_dir.as_deref(), |_| {}, hot_event(100_000_000)).await?;
     println!(
         "command: boxoffice-bench expiry --probes {} --clients {}",
         args.probes, args.clients
