@@ -17,8 +17,7 @@ mod sharded;
 #[cfg(test)]
 mod tests;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -253,10 +252,12 @@ pub struct Inventory {
     seats: Vec<SeatSlot>,
     owners: Vec<Owner>,
     holds: ShardedMap<HoldId, HoldState>,
-    /// Deadlines of holds, earliest on top. Confirmed and released holds leave their entry
-    /// behind; it is dropped when it reaches the top (`drop_stale_deadlines`). A heap push is far
-    /// cheaper than a B-tree insert and the stale entries are bounded by the longest TTL.
-    expiry: BinaryHeap<Reverse<(u64, HoldId)>>,
+    /// Holds by deadline (ms), earliest first. Confirmed and released holds leave their entry
+    /// behind; it is dropped when its deadline comes first (`drop_stale_deadlines`), so stale
+    /// entries are bounded by the longest TTL. Holds sharing a millisecond share a list: a push
+    /// is mostly onto the last list, and no single array grows to millions (a binary heap
+    /// doubling at 2M entries stalled the event 130 ms).
+    expiry: BTreeMap<u64, Vec<HoldId>>,
     orders: ShardedMap<OrderId, OrderState>,
     customers: ShardedMap<Arc<str>, Tally>,
     /// How recently ended holds ended, for precise answers to late confirms.
@@ -570,7 +571,7 @@ impl Inventory {
             tiers,
             seats,
             holds: ShardedMap::with_capacity(expected),
-            expiry: BinaryHeap::new(),
+            expiry: BTreeMap::new(),
             orders: ShardedMap::default(),
             customers: ShardedMap::with_capacity(expected),
             ended: EndedNotes::default(),
@@ -623,16 +624,23 @@ impl Inventory {
     /// The earliest deadline among live holds.
     pub fn next_expiry_ms(&mut self) -> Option<u64> {
         self.drop_stale_deadlines();
-        self.expiry.peek().map(|Reverse((at, _))| *at)
+        self.expiry.first_key_value().map(|(at, _)| *at)
     }
 
-    /// Pops deadline entries whose hold has already ended.
+    /// Drops ended holds from the top of the earliest deadline's list, and the list once empty,
+    /// until a live hold is on top. Every entry is looked at once here, so this is cheap however
+    /// many holds were confirmed or released before their deadline.
     fn drop_stale_deadlines(&mut self) {
-        while let Some(Reverse((at, id))) = self.expiry.peek() {
-            if self.holds.get(id).is_some_and(|h| h.expires_at_ms == *at) {
-                break;
+        while let Some(mut first) = self.expiry.first_entry() {
+            let at = *first.key();
+            let ids = first.get_mut();
+            while let Some(id) = ids.last() {
+                if self.holds.get(id).is_some_and(|h| h.expires_at_ms == at) {
+                    return;
+                }
+                ids.pop();
             }
-            self.expiry.pop();
+            first.remove();
         }
     }
 
@@ -1035,12 +1043,16 @@ impl Inventory {
         let mut hold_ids = Vec::new();
         while hold_ids.len() < max {
             self.drop_stale_deadlines();
-            match self.expiry.peek() {
-                Some(Reverse((at, id))) if *at <= now_ms => {
-                    hold_ids.push(*id);
-                    self.expiry.pop();
-                }
-                _ => break,
+            let Some(mut first) = self.expiry.first_entry() else {
+                break;
+            };
+            if *first.key() > now_ms {
+                break;
+            }
+            let id = first.get_mut().pop().expect("a live hold is on top");
+            hold_ids.push(id);
+            if first.get().is_empty() {
+                first.remove();
             }
         }
         if hold_ids.is_empty() {
@@ -1140,7 +1152,15 @@ impl Inventory {
                     },
                 );
                 assert!(previous.is_none(), "hold {hold_id} placed twice");
-                self.expiry.push(Reverse((*expires_at_ms, *hold_id)));
+                // Deadlines mostly arrive in order, so the last list is usually the one.
+                match self.expiry.last_entry() {
+                    Some(mut last) if last.key() == expires_at_ms => last.get_mut().push(*hold_id),
+                    _ => self
+                        .expiry
+                        .entry(*expires_at_ms)
+                        .or_default()
+                        .push(*hold_id),
+                }
                 let tally = self
                     .customers
                     .get_or_insert_with(customer.clone(), Tally::default);
@@ -1392,7 +1412,11 @@ impl Inventory {
             owner_of[s as usize] = owner;
         };
         let mut tallies: HashMap<&str, Tally> = HashMap::default();
-        let deadlines: HashSet<(u64, HoldId)> = self.expiry.iter().map(|Reverse(e)| *e).collect();
+        let deadlines: HashSet<(u64, HoldId)> = self
+            .expiry
+            .iter()
+            .flat_map(|(at, ids)| ids.iter().map(move |id| (*at, *id)))
+            .collect();
         for (id, hold) in self.holds.iter() {
             assert!(
                 deadlines.contains(&(hold.expires_at_ms, *id)),
