@@ -869,16 +869,28 @@ impl Inventory {
             }
         }
 
+        let customer: Arc<str> = Arc::from(req.customer.as_str());
+        let expires_at_ms = now_ms.saturating_add(ttl_ms);
+        // Built from what is at hand rather than looked up after `apply`: one random access into
+        // a table of millions of holds fewer per reservation.
+        let answer = Hold {
+            id: hold_id,
+            event_id: self.spec.id,
+            customer: customer.clone(),
+            lines: self.lines_view(&lines),
+            currency: self.spec.currency,
+            created_at_ms: now_ms,
+            expires_at_ms,
+        };
         let record = Record::HoldPlaced {
             hold_id,
-            customer: Arc::from(req.customer.as_str()),
+            customer,
             lines,
             created_at_ms: now_ms,
-            expires_at_ms: now_ms.saturating_add(ttl_ms),
+            expires_at_ms,
             key: keyed.map(|k| k.record),
         };
         self.apply(&record);
-        let answer = self.hold_view(hold_id).expect("the hold was just placed");
         Ok(Decision {
             record: Some(record),
             answer,
