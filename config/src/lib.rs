@@ -241,14 +241,24 @@ impl Config {
             section_table.insert(key.to_ascii_lowercase(), value);
             overridden.push(var);
         }
+        // Parsed from text so that a bad value's error shows its line, key included: the file's
+        // own text, or the file with the overrides merged in.
+        let merged = if overridden.is_empty() {
+            text.to_string()
+        } else {
+            toml::to_string(&table).map_err(|e| ConfigError::Parse {
+                path: source.to_string(),
+                message: e.to_string(),
+            })?
+        };
         let config: Config =
-            Config::deserialize(table).map_err(|e: toml::de::Error| ConfigError::Parse {
+            toml::from_str(&merged).map_err(|e: toml::de::Error| ConfigError::Parse {
                 path: if overridden.is_empty() {
                     source.to_string()
                 } else {
                     format!("{source} with overrides {}", overridden.join(", "))
                 },
-                message: e.message().to_string(),
+                message: e.to_string(),
             })?;
         config.validate()?;
         Ok(config)
