@@ -677,9 +677,23 @@ fn replay_and_snapshot_rebuild_the_same_state() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Ga { customer: u8, quantity: u32 },
-    Seats { customer: u8, seats: Vec<u8> },
-    Best { customer: u8, quantity: u32 },
+    Ga {
+        customer: u8,
+        quantity: u32,
+    },
+    KeyedGa {
+        customer: u8,
+        quantity: u32,
+        key: u8,
+    },
+    Seats {
+        customer: u8,
+        seats: Vec<u8>,
+    },
+    Best {
+        customer: u8,
+        quantity: u32,
+    },
     Confirm(usize),
     Release(usize),
     Cancel(usize),
@@ -690,6 +704,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0u8..6, 0u32..6).prop_map(|(customer, quantity)| Op::Ga { customer, quantity }),
+        2 => (0u8..3, 1u32..3, 0u8..3).prop_map(|(customer, quantity, key)| Op::KeyedGa { customer, quantity, key }),
         3 => (0u8..6, proptest::collection::vec(0u8..13, 0..4))
             .prop_map(|(customer, seats)| Op::Seats { customer, seats }),
         3 => (0u8..6, 0u32..8).prop_map(|(customer, quantity)| Op::Best { customer, quantity }),
@@ -743,6 +758,8 @@ proptest! {
         let mut now = T0;
         let mut hold_ids: Vec<HoldId> = Vec::new();
         let mut order_ids: Vec<OrderId> = Vec::new();
+        // (customer, key) -> (quantity, hold) of the first accepted keyed request.
+        let mut keyed: BTreeMap<(u8, u8), (u32, HoldId)> = BTreeMap::new();
         for (id, op) in (1u128..).zip(ops) {
             // The actor sweeps due holds before every command; so does this driver.
             while let Some(r) = inv.expire_due(now, 3) {
@@ -788,6 +805,31 @@ proptest! {
                         Err(Rejection::SoldOut { available, .. }) => prop_assert!(available < quantity && available == available_before),
                         Err(Rejection::NoSeatsTogether { .. }) => prop_assert!(!is_ga),
                         Err(_) => {}
+                    }
+                }
+                Op::KeyedGa { customer, quantity, key } => {
+                    let mut req = ga(&format!("c{customer}"), quantity);
+                    req.hold_ttl_ms = Some(30_000);
+                    req.idempotency_key = Some(format!("k{key}"));
+                    let before = inv.availability();
+                    match (inv.reserve(&req, hid(id), now, &lim), keyed.get(&(customer, key))) {
+                        (Ok(d), Some(&(q, first))) => {
+                            prop_assert_eq!(q, quantity, "a different request under a used key was accepted");
+                            prop_assert!(d.record.is_none(), "a repeated key changed state");
+                            prop_assert_eq!(d.answer.id, first);
+                            prop_assert_eq!(inv.availability(), before);
+                        }
+                        (Ok(d), None) => {
+                            prop_assert!(d.record.is_some());
+                            keyed.insert((customer, key), (quantity, hid(id)));
+                            model.holds.insert(hid(id), (now + 30_000, vec![(0, quantity)], vec![]));
+                            hold_ids.push(hid(id));
+                            log.extend(d.record);
+                        }
+                        (Err(Rejection::IdempotencyKeyReused), entry) => {
+                            prop_assert!(entry.is_some_and(|(q, _)| *q != quantity));
+                        }
+                        (Err(_), _) => prop_assert_eq!(inv.availability(), before),
                     }
                 }
                 Op::Seats { customer, seats } => {
