@@ -146,6 +146,16 @@ async fn start(
     Ok((engine, handle, temp))
 }
 
+/// Shuts the engine down cleanly once every handle to it is gone.
+async fn stop(engine: Arc<engine::Engine>, handle: engine::EventHandle) -> Result<()> {
+    drop(handle);
+    Arc::into_inner(engine)
+        .context("engine still shared")?
+        .shutdown()
+        .await;
+    Ok(())
+}
+
 pub async fn engine(args: EngineArgs) -> Result<()> {
     let total = args.seconds + args.warmup_seconds;
     // By default, enough tickets never to sell out, at up to 3M reservations per second.
@@ -281,12 +291,7 @@ pub async fn engine(args: EngineArgs) -> Result<()> {
         flush_ns as f64 / flushes.max(1) as f64 / 1e6,
         s.flush_nanos_max.load(Ordering::Relaxed) as f64 / 1e6
     );
-    drop(handle);
-    Arc::into_inner(engine)
-        .context("engine still shared")?
-        .shutdown()
-        .await;
-    Ok(())
+    stop(engine, handle).await
 }
 
 pub async fn expiry(args: ExpiryArgs) -> Result<()> {
@@ -398,10 +403,5 @@ pub async fn expiry(args: ExpiryArgs) -> Result<()> {
     );
     println!("load: {reservations} reservations (half released) while probing");
     print_latency("expiry lateness after deadline", &lateness);
-    drop(handle);
-    Arc::into_inner(engine)
-        .context("engine still shared")?
-        .shutdown()
-        .await;
-    Ok(())
+    stop(engine, handle).await
 }
