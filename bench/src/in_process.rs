@@ -147,7 +147,7 @@ async fn start(
 }
 
 /// Shuts the engine down cleanly once every handle to it is gone.
-async fn stop(engine: Arc<engine::Engine>, handle: engine::EventHandle) -> Result<()> {
+async fn shut_down(engine: Arc<engine::Engine>, handle: engine::EventHandle) -> Result<()> {
     drop(handle);
     Arc::into_inner(engine)
         .context("engine still shared")?
@@ -291,7 +291,7 @@ pub async fn engine(args: EngineArgs) -> Result<()> {
         flush_ns as f64 / flushes.max(1) as f64 / 1e6,
         s.flush_nanos_max.load(Ordering::Relaxed) as f64 / 1e6
     );
-    stop(engine, handle).await
+    shut_down(engine, handle).await
 }
 
 pub async fn expiry(args: ExpiryArgs) -> Result<()> {
@@ -403,5 +403,5 @@ pub async fn expiry(args: ExpiryArgs) -> Result<()> {
     );
     println!("load: {reservations} reservations (half released) while probing");
     print_latency("expiry lateness after deadline", &lateness);
-    stop(engine, handle).await
+    shut_down(engine, handle).await
 }
