@@ -209,14 +209,16 @@ impl EventState {
         decide: impl FnOnce(&mut Inventory, u64, &Limits) -> Result<Decision<T>, Rejection>,
     ) {
         let now = self.begin();
-        let answer = match decide(&mut self.inventory, now, &self.context.limits) {
-            Ok(decision) => {
-                self.keep(decision.record);
-                Ok(decision.answer)
-            }
-            Err(rejection) => Err(Error::Rejected(rejection)),
-        };
+        let result = decide(&mut self.inventory, now, &self.context.limits);
+        let answer = self.decided(result);
         self.commit(answer, Some((reply, permit)));
+    }
+
+    /// Keeps the record of an allowed decision and turns the decision into the caller's answer.
+    fn decided<T>(&mut self, result: Result<Decision<T>, Rejection>) -> Result<T, Error> {
+        let decision = result?;
+        self.keep(decision.record);
+        Ok(decision.answer)
     }
 
     /// Answers a read, in turn behind every change queued before it.
@@ -346,18 +348,14 @@ impl Actor for EventActor {
                 reply,
             } => {
                 let now = state.begin();
-                let limits = state.context.limits.clone();
+                let context = state.context.clone();
                 let mut answers = Vec::with_capacity(requests.len());
                 for request in &requests {
                     let hold_id = HoldId(Uuid::now_v7());
-                    let answer = match state.inventory.reserve(request, hold_id, now, &limits) {
-                        Ok(decision) => {
-                            state.keep(decision.record);
-                            Ok(decision.answer)
-                        }
-                        Err(rejection) => Err(Error::Rejected(rejection)),
-                    };
-                    answers.push(answer);
+                    let result = state
+                        .inventory
+                        .reserve(request, hold_id, now, &context.limits);
+                    answers.push(state.decided(result));
                 }
                 state.commit(Ok(answers), Some((reply, permit)));
             }

@@ -13,16 +13,17 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::inventory::EventId;
-use crate::wal::{LogStore, StorageError, finish_segment};
+use crate::wal::{LogStore, SEGMENT_HEADER, StorageError, set_segment_count};
 
 /// Runs once the change it waits for is durable, or with the error that stopped it.
 pub type Waiter = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
 
-/// Records of one event queued for the next round: `count` frames starting at `first_lsn`.
+/// Records of one event queued for the next round: `count` frames starting at `first_lsn`,
+/// already laid out as a segment whose count header is filled in when it is written.
 struct Pending {
     first_lsn: u64,
     count: u32,
-    frames: Vec<u8>,
+    segment: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -112,7 +113,7 @@ impl GroupCommit {
             let pending = q.segments.entry(event).or_insert_with(|| Pending {
                 first_lsn,
                 count: 0,
-                frames: Vec::new(),
+                segment: SEGMENT_HEADER.to_vec(),
             });
             assert_eq!(
                 pending.first_lsn + u64::from(pending.count),
@@ -120,7 +121,7 @@ impl GroupCommit {
                 "records of {event} submitted out of order"
             );
             pending.count += count;
-            pending.frames.extend_from_slice(frames);
+            pending.segment.extend_from_slice(frames);
         }
         q.waiters.extend(waiters);
         drop(q);
@@ -186,41 +187,12 @@ fn run(shared: &Shared, log: &dyn LogStore) {
                 q.poisoned.clone(),
             )
         };
-        let started = Instant::now();
-        let wrote = !segments.is_empty() || !compactions.is_empty();
-        let mut records = 0u64;
-        let mut bytes = 0u64;
-        let result = (|| {
-            if let Some(e) = poisoned {
-                // Writing after a failed round could leave a gap in the log; write nothing.
-                return Err(StorageError::Poisoned(e.to_string()));
-            }
-            for (event, p) in &segments {
-                let segment = finish_segment(p.count, &p.frames);
-                records += u64::from(p.count);
-                bytes += segment.len() as u64;
-                log.write_segment(*event, p.first_lsn, &segment)?;
-            }
-            for (event, lsn) in &compactions {
-                log.drop_segments_before(*event, *lsn)?;
-            }
-            // Nothing written: every earlier round already flushed, so the waiters' changes
-            // are durable.
-            if wrote {
-                log.flush()?;
-            }
-            Ok(())
-        })();
-        if wrote {
-            let nanos = started.elapsed().as_nanos() as u64;
-            let s = &shared.stats;
-            s.flushes.fetch_add(1, Ordering::Relaxed);
-            s.records.fetch_add(records, Ordering::Relaxed);
-            s.bytes.fetch_add(bytes, Ordering::Relaxed);
-            s.flush_nanos_total.fetch_add(nanos, Ordering::Relaxed);
-            s.flush_nanos_max.fetch_max(nanos, Ordering::Relaxed);
-        }
-        if let Err(e) = &result {
+        let result = match &poisoned {
+            // Writing after a failed round could leave a gap in the log; write nothing.
+            Some(e) => Err(StorageError::Poisoned(e.to_string())),
+            None => write_round(log, segments, &compactions, &shared.stats),
+        };
+        if let (None, Err(e)) = (&poisoned, &result) {
             // The actors' memory is now ahead of the disk. Refuse every later change rather than
             // acknowledge one that a restart would not find.
             tracing::error!(error = %e, "log write failed; refusing further changes");
@@ -230,4 +202,38 @@ fn run(shared: &Shared, log: &dyn LogStore) {
             waiter(result.clone());
         }
     }
+}
+
+/// Writes one round's segments and compactions and flushes them, counting what it did. With
+/// nothing to write there is nothing to flush: every earlier round already flushed, so the
+/// waiters' changes are durable.
+fn write_round(
+    log: &dyn LogStore,
+    segments: HashMap<EventId, Pending>,
+    compactions: &[(EventId, u64)],
+    stats: &CommitStats,
+) -> Result<(), StorageError> {
+    if segments.is_empty() && compactions.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    for (event, mut p) in segments {
+        set_segment_count(&mut p.segment, p.count);
+        records += u64::from(p.count);
+        bytes += p.segment.len() as u64;
+        log.write_segment(event, p.first_lsn, &p.segment)?;
+    }
+    for (event, lsn) in compactions {
+        log.drop_segments_before(*event, *lsn)?;
+    }
+    log.flush()?;
+    let nanos = started.elapsed().as_nanos() as u64;
+    stats.flushes.fetch_add(1, Ordering::Relaxed);
+    stats.records.fetch_add(records, Ordering::Relaxed);
+    stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+    stats.flush_nanos_total.fetch_add(nanos, Ordering::Relaxed);
+    stats.flush_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+    Ok(())
 }

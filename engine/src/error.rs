@@ -32,4 +32,6 @@ pub enum Error {
     Storage(#[from] StorageError),
     #[error("the engine is shutting down")]
     ShuttingDown,
+    #[error("the actor of event {event} did not start: {reason}")]
+    ActorStart { event: EventId, reason: String },
 }

@@ -85,12 +85,9 @@ impl Engine {
         ids.dedup();
         let mut replayed_max = 0;
         for id in &ids {
-            let stored = wal::StoredEvent {
-                snapshot: snapshots.read(*id)?,
-                segments: log.segments(*id)?,
-            };
-            let snapshot_lsn = stored.snapshot.as_ref().map_or(0, |(lsn, _)| *lsn);
-            let inventory = wal::recover(*id, stored)?;
+            let snapshot = snapshots.read(*id)?;
+            let snapshot_lsn = snapshot.as_ref().map_or(0, |(lsn, _)| *lsn);
+            let inventory = wal::recover(*id, snapshot, log.segments(*id)?)?;
             replayed_max = replayed_max.max(inventory.applied() - snapshot_lsn);
             engine.spawn(inventory, snapshot_lsn).await?;
         }
@@ -135,7 +132,10 @@ impl Engine {
             },
         )
         .await
-        .map_err(|e| Error::Storage(wal::StorageError::Io(format!("spawn actor of {id}: {e}"))))?;
+        .map_err(|e| Error::ActorStart {
+            event: id,
+            reason: e.to_string(),
+        })?;
         let handle = EventHandle {
             id,
             actor,

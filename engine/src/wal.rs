@@ -41,12 +41,6 @@ impl From<std::io::Error> for StorageError {
     }
 }
 
-/// One event's log as read back: the latest snapshot, then the segments in lsn order.
-pub struct StoredEvent {
-    pub snapshot: Option<(u64, Vec<u8>)>,
-    pub segments: Vec<(u64, Vec<u8>)>,
-}
-
 /// Where the log lives inside the data directory.
 pub fn log_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("log")
@@ -77,11 +71,15 @@ pub trait LogStore: Send + 'static {
     fn segments(&self, event: EventId) -> Result<Vec<(u64, Vec<u8>)>, StorageError>;
 }
 
-/// Leaves of 16 entries: sled rewrites a whole dirty leaf at each flush, so small leaves keep a
-/// flush of a few new segments from rewriting hundreds of old ones (measured: 16 KiB segments
-/// flushed one at a time cost 2.0 ms per flush with sled's default of 1024, 0.57 ms with 16).
+/// Leaves of 4 entries: sled rewrites a whole dirty leaf at each flush, and log keys only grow,
+/// so the last leaf is rewritten every round together with the older segments it holds
+/// (measured in `boxoffice-bench engine`: 13 ms per flush at 6,000 records a round with 16,
+/// 1.2 ms with 4; sled's default of 1024 was worse still).
 const LEAF_FANOUT: usize = 4;
 
+/// zstd's fast level for the leaves sled compresses at every flush: records are mostly random
+/// ids and compress little, and the CPU is better spent deciding (same bench: 1.5–2.1 ms per
+/// flush at level 3, 1.1–1.2 ms at -5).
 const ZSTD_LEVEL: i32 = -5;
 
 /// [`LogStore`] on sled 1.0.0-alpha.124, whose `flush` writes and fsyncs its files. Clones share
@@ -132,7 +130,7 @@ impl LogStore for SledLog {
         let mut doomed = Vec::new();
         for entry in self.log.range(start..end) {
             let (key, value) = entry?;
-            let first = u64::from_be_bytes(key[16..24].try_into().expect("24-byte key"));
+            let first = lsn_from_key(&key);
             let count = segment_count(event, &value)?;
             if first + u64::from(count) <= lsn {
                 doomed.push(key);
@@ -168,8 +166,7 @@ impl LogStore for SledLog {
             .range(segment_key(event, 0)..=segment_key(event, u64::MAX))
         {
             let (key, value) = entry?;
-            let first = u64::from_be_bytes(key[16..24].try_into().expect("24-byte key"));
-            segments.push((first, value.to_vec()));
+            segments.push((lsn_from_key(&key), value.to_vec()));
         }
         Ok(segments)
     }
@@ -247,6 +244,11 @@ impl SnapshotDir {
     }
 }
 
+/// The first lsn of a segment from its key; keys come only from `segment_key`, 24 bytes.
+fn lsn_from_key(key: &[u8]) -> u64 {
+    u64::from_be_bytes(key[16..24].try_into().expect("24-byte key"))
+}
+
 fn event_from_key(key: &[u8]) -> Result<EventId, StorageError> {
     let bytes: [u8; 16] = key
         .get(..16)
@@ -265,24 +267,23 @@ fn segment_count(event: EventId, segment: &[u8]) -> Result<u32, StorageError> {
         })
 }
 
-/// Appends framed records to a segment under construction. `segment` starts empty; the count
-/// header is written by `finish_segment`.
+/// Appends framed records to `out`; a segment is a count header (`finish_segment`,
+/// `set_segment_count`) followed by such frames.
 pub fn encode_records(records: &[Record], out: &mut Vec<u8>) {
     for record in records {
         let at = out.len();
         out.extend_from_slice(&[0u8; 8]);
-        let out_taken = std::mem::take(out);
-        let mut buf = postcard::to_extend(record, out_taken).expect("records always serialize");
-        let len = (buf.len() - at - 8) as u32;
-        let crc = crc32fast::hash(&buf[at + 8..]);
-        buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
-        buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+        // postcard appends to a writer it owns; hand it the buffer and take it back.
+        *out = postcard::to_extend(record, std::mem::take(out)).expect("records always serialize");
+        let len = (out.len() - at - 8) as u32;
+        let crc = crc32fast::hash(&out[at + 8..]);
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
         debug_assert_eq!(
-            postcard::from_bytes::<Record>(&buf[at + 8..]).as_ref(),
+            postcard::from_bytes::<Record>(&out[at + 8..]).as_ref(),
             Ok(record),
             "a record must read back as written"
         );
-        *out = buf;
     }
 }
 
@@ -292,6 +293,14 @@ pub fn finish_segment(count: u32, frames: &[u8]) -> Vec<u8> {
     segment.extend_from_slice(&count.to_le_bytes());
     segment.extend_from_slice(frames);
     segment
+}
+
+/// Room for the count header at the start of a segment built in place.
+pub const SEGMENT_HEADER: [u8; 4] = [0; 4];
+
+/// Writes the count header of a segment built in place (started with `SEGMENT_HEADER`).
+pub fn set_segment_count(segment: &mut [u8], count: u32) {
+    segment[..4].copy_from_slice(&count.to_le_bytes());
 }
 
 /// Reads a segment back, checking every frame.
@@ -325,11 +334,16 @@ pub fn decode_segment(event: EventId, segment: &[u8]) -> Result<Vec<Record>, Sto
     Ok(records)
 }
 
-/// Rebuilds an event from what the log holds: the snapshot, then every later record, applied by
-/// the same `Inventory::apply` that applied them live. Checks that lsns are contiguous.
-pub fn recover(event: EventId, stored: StoredEvent) -> Result<Inventory, StorageError> {
+/// Rebuilds an event from what the disk holds: its snapshot, if any, then every later record of
+/// its segments (in lsn order), applied by the same `Inventory::apply` that applied them live.
+/// Checks that lsns are contiguous, and audits the result once.
+pub fn recover(
+    event: EventId,
+    snapshot: Option<(u64, Vec<u8>)>,
+    segments: Vec<(u64, Vec<u8>)>,
+) -> Result<Inventory, StorageError> {
     let corrupt = |detail: String| StorageError::Corrupt { event, detail };
-    let mut inventory: Option<Inventory> = match stored.snapshot {
+    let mut inventory: Option<Inventory> = match snapshot {
         Some((lsn, bytes)) => {
             let inv: Inventory =
                 postcard::from_bytes(&bytes).map_err(|e| corrupt(format!("snapshot: {e}")))?;
@@ -345,7 +359,7 @@ pub fn recover(event: EventId, stored: StoredEvent) -> Result<Inventory, Storage
         }
         None => None,
     };
-    for (first, segment) in stored.segments {
+    for (first, segment) in segments {
         let records = decode_segment(event, &segment)?;
         for (i, record) in records.iter().enumerate() {
             let lsn = first + i as u64;

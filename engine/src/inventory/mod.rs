@@ -30,7 +30,7 @@ pub(crate) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::Random
 
 use ended::EndedNotes;
 pub use model::*;
-pub use rejection::{Rejection, RejectionKind};
+pub use rejection::Rejection;
 use seating::RowIndex;
 use sharded::ShardedMap;
 
@@ -91,6 +91,13 @@ pub struct LineRecord {
     pub seats: Vec<u32>,
     pub unit_price_minor: u64,
     pub unit_fee_minor: u64,
+}
+
+/// What one reserve item asks for, once its tier and seats are resolved.
+enum Ask {
+    Count(u32),
+    Named(Vec<u32>),
+    Best(u32),
 }
 
 /// A client key and the fingerprint of the request it came with.
@@ -585,25 +592,16 @@ impl Inventory {
         inventory
     }
 
-    /// Rebuilds the indexes a deserialized snapshot lacks, then audits it: a snapshot is checked
-    /// after it is read back, like every record.
+    /// Rebuilds the indexes a deserialized snapshot lacks. It does not audit: recovery audits
+    /// once, after the records past the snapshot are applied too.
     pub fn restored(mut self) -> Inventory {
         self.lookup = Lookup::build(&self.spec, &self.seats);
         self.order_of_hold = self.orders.iter().map(|(id, o)| (o.hold_id, *id)).collect();
-        self.audit();
         self
     }
 
     pub fn id(&self) -> EventId {
         self.spec.id
-    }
-
-    pub fn spec(&self) -> &EventSpec {
-        &self.spec
-    }
-
-    pub fn status(&self) -> EventStatus {
-        self.status
     }
 
     /// Records applied so far, `Created` included.
@@ -695,6 +693,8 @@ impl Inventory {
         let mut per_tier: Vec<(u16, u32)> = Vec::new();
         let mut named: HashSet<u32> = HashSet::default();
         let mut total: u64 = 0;
+        // Each item resolved once: tier index, and seat indices for named seats.
+        let mut plan: Vec<(u16, Ask)> = Vec::with_capacity(req.items.len());
         for item in &req.items {
             let (code, quantity) = match item {
                 ReserveItem::General { tier, quantity }
@@ -725,6 +725,7 @@ impl Inventory {
                     "item for tier `{code}` asks for no tickets"
                 )));
             }
+            let mut seat_ids = Vec::new();
             if let ReserveItem::Seats { seats, .. } = item {
                 for seat in seats {
                     let si = *self
@@ -743,8 +744,17 @@ impl Inventory {
                     if !named.insert(si) {
                         return Err(Rejection::DuplicateSeat(seat.clone()));
                     }
+                    seat_ids.push(si);
                 }
             }
+            plan.push((
+                ti,
+                match item {
+                    ReserveItem::General { .. } => Ask::Count(quantity),
+                    ReserveItem::Seats { .. } => Ask::Named(seat_ids),
+                    ReserveItem::BestAvailable { .. } => Ask::Best(quantity),
+                },
+            ));
             total += u64::from(quantity);
             match per_tier.iter_mut().find(|(t, _)| *t == ti) {
                 Some((_, q)) => *q = q.saturating_add(quantity),
@@ -826,31 +836,24 @@ impl Inventory {
         }
         let mut taken = named;
         let mut lines: Vec<LineRecord> = Vec::with_capacity(req.items.len());
-        for item in &req.items {
-            let (ti, quantity, seats) = match item {
-                ReserveItem::General { tier, quantity } => {
-                    (self.tier_index(tier)?, *quantity, Vec::new())
-                }
-                ReserveItem::Seats { tier, seats } => (
-                    self.tier_index(tier)?,
-                    seats.len() as u32,
-                    seats.iter().map(|s| self.lookup.seat_by_ref[s]).collect(),
-                ),
-                ReserveItem::BestAvailable { tier, quantity } => {
-                    let ti = self.tier_index(tier)?;
+        for (ti, ask) in plan {
+            let (quantity, seats) = match ask {
+                Ask::Count(quantity) => (quantity, Vec::new()),
+                Ask::Named(seats) => (seats.len() as u32, seats),
+                Ask::Best(quantity) => {
                     let owners = &self.owners;
                     let chosen = seating::best_available(
                         &self.tiers[ti as usize].rows,
-                        *quantity,
+                        quantity,
                         &taken,
                         |s| owners[s as usize] == Owner::Free,
                     )
                     .ok_or_else(|| Rejection::NoSeatsTogether {
-                        tier: tier.clone(),
-                        quantity: *quantity,
+                        tier: self.spec.tiers[ti as usize].code.clone(),
+                        quantity,
                     })?;
                     taken.extend(chosen.iter().copied());
-                    (ti, *quantity, chosen)
+                    (quantity, chosen)
                 }
             };
             let spec = &self.spec.tiers[ti as usize];

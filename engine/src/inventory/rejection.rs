@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{EventStatus, HoldId, OrderId, OrderStatus, SeatRef};
 
-/// Every way a request can be refused. The kind (`Rejection::kind`) is stable and machine-readable;
-/// the wording of the message may improve.
+/// Every way a request can be refused. The variant is stable and machine-readable (the gRPC edge
+/// maps each to a status code and reason); the wording of the message may improve.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, thiserror::Error)]
 pub enum Rejection {
     // --- the request itself is malformed ---
@@ -88,45 +88,4 @@ pub enum Rejection {
     OrderNotFound(OrderId),
     #[error("order {order} is {status:?} and cannot be cancelled")]
     OrderNotCancellable { order: OrderId, status: OrderStatus },
-}
-
-/// Coarse classes of rejection, one per client reaction, for the single mapping to wire codes.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum RejectionKind {
-    InvalidArgument,
-    NotFound,
-    AlreadyExists,
-    FailedPrecondition,
-    SoldOut,
-    LimitReached,
-}
-
-impl Rejection {
-    pub fn kind(&self) -> RejectionKind {
-        use Rejection::*;
-        match self {
-            Invalid(_)
-            | UnknownTier(_)
-            | UnknownSeat(_)
-            | SeatNotInTier { .. }
-            | DuplicateSeat(_)
-            | WrongItemKind { .. }
-            | MaxPerOrder { .. }
-            | HoldTtlOutOfRange { .. }
-            | IdempotencyKeyReused => RejectionKind::InvalidArgument,
-            EventExists => RejectionKind::AlreadyExists,
-            HoldNotFound(_) | OrderNotFound(_) => RejectionKind::NotFound,
-            NotOnSale(_)
-            | OutsideSaleWindow(_)
-            | StatusChange { .. }
-            | HoldExpired(_)
-            | HoldReleased(_)
-            | HoldAlreadyConfirmed { .. }
-            | OrderNotCancellable { .. } => RejectionKind::FailedPrecondition,
-            SoldOut { .. } | SeatTaken(_) | NoSeatsTogether { .. } => RejectionKind::SoldOut,
-            CustomerLimit { .. } | CustomerHoldLimit { .. } | EventHoldLimit { .. } => {
-                RejectionKind::LimitReached
-            }
-        }
-    }
 }

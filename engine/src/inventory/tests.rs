@@ -667,6 +667,7 @@ fn replay_and_snapshot_rebuild_the_same_state() {
     let restored = postcard::from_bytes::<Inventory>(&bytes)
         .unwrap()
         .restored();
+    restored.audit();
     assert_eq!(restored.summary(), inv.summary());
     assert_eq!(restored.order(oid(1)), inv.order(oid(1)));
 }
