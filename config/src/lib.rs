@@ -5,6 +5,7 @@
 //! Every knob is documented in `config/boxoffice.toml`, whose values are the defaults below; a test
 //! keeps the two equal.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -42,7 +43,15 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub holds: HoldsConfig,
     pub idempotency: IdempotencyConfig,
+    pub api: ApiConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+    pub auth: AuthConfig,
 }
+
+/// The API key accepted, with every role, when `auth.keys` is empty: for trying the server out on
+/// a laptop. The server prints it at start; configure keys for anything else.
+pub const DEV_API_KEY: &str = "boxoffice-dev-key";
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -168,6 +177,119 @@ impl Default for IdempotencyConfig {
             retention_ms: 86_400_000,
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address the gRPC API listens on (port 0: any free port, printed at start).
+    pub listen: SocketAddr,
+    /// Largest request message accepted, bytes; a larger one is refused with OUT_OF_RANGE.
+    pub max_request_bytes: u32,
+    /// Requests one `ReserveStream` reads ahead of its answers; past it the server stops reading
+    /// that stream until answers are taken.
+    pub max_stream_in_flight: u32,
+    /// Requests of one stream decided together in one actor turn, at most.
+    pub max_stream_batch: u32,
+    /// A `WatchAvailability` stream sends at most one message per this interval.
+    pub watch_interval_ms: u64,
+    /// Open `WatchAvailability` streams, over all events.
+    pub max_watchers: u32,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams_per_connection: u32,
+    /// On SIGTERM or SIGINT, how long in-flight calls get to finish before the server stops anyway.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            max_request_bytes: 4 << 20,
+            max_stream_in_flight: 8_192,
+            max_stream_batch: 1_024,
+            watch_interval_ms: 100,
+            max_watchers: 10_000,
+            max_concurrent_streams_per_connection: 1_024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve Prometheus metrics at `http://<listen>/metrics`.
+    pub enabled: bool,
+    /// Address of the metrics endpoint (port 0: any free port, printed at start).
+    pub listen: SocketAddr,
+    /// How often per-event gauges (tickets per tier, holds, in-flight requests) are refreshed.
+    pub refresh_interval_ms: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            refresh_interval_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter: a level (`info`) or per-target directives (`info,engine=debug`).
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".to_string(),
+        }
+    }
+}
+
+/// What an API key may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// `EventAdmin`.
+    Admin,
+    /// `Reservations` and `Availability`.
+    Storefront,
+    /// Ticket check-in.
+    Scanner,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The accepted keys. Empty: only `DEV_API_KEY`, with every role.
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Who the key belongs to; shown in logs, never the key itself.
+    pub name: String,
+    /// SHA-256 of the key, 64 hex digits (`boxoffice hash-key <KEY>` prints it).
+    pub sha256: String,
+    pub roles: Vec<Role>,
 }
 
 impl Config {
@@ -390,6 +512,74 @@ impl Config {
             1_000,
             30 * 86_400_000,
         )?;
+        let a = &self.api;
+        range(
+            "api.max_request_bytes",
+            a.max_request_bytes,
+            1_024,
+            256 << 20,
+        )?;
+        range(
+            "api.max_stream_in_flight",
+            a.max_stream_in_flight,
+            1,
+            1_000_000,
+        )?;
+        range("api.max_stream_batch", a.max_stream_batch, 1, 65_536)?;
+        range("api.watch_interval_ms", a.watch_interval_ms, 1, 60_000)?;
+        range("api.max_watchers", a.max_watchers, 1, 1_000_000)?;
+        range(
+            "api.max_concurrent_streams_per_connection",
+            a.max_concurrent_streams_per_connection,
+            1,
+            1_000_000,
+        )?;
+        range("api.shutdown_grace_ms", a.shutdown_grace_ms, 0, 600_000)?;
+        range(
+            "metrics.refresh_interval_ms",
+            self.metrics.refresh_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        if self.metrics.enabled
+            && self.metrics.listen.port() != 0
+            && self.metrics.listen == self.api.listen
+        {
+            return Err(ConfigError::Invalid {
+                key: "metrics.listen",
+                problem: format!("is {}, the same address as api.listen", self.metrics.listen),
+            });
+        }
+        if let Err(e) = self.log.filter.parse::<tracing_subscriber::EnvFilter>() {
+            return Err(ConfigError::Invalid {
+                key: "log.filter",
+                problem: format!("is not a tracing filter: {e}"),
+            });
+        }
+        let mut names = std::collections::HashSet::new();
+        for key in &self.auth.keys {
+            if key.name.is_empty() || !names.insert(key.name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    key: "auth.keys",
+                    problem: format!("has an empty or repeated name `{}`", key.name),
+                });
+            }
+            if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::Invalid {
+                    key: "auth.keys",
+                    problem: format!(
+                        "key `{}` has sha256 `{}`, not 64 hex digits",
+                        key.name, key.sha256
+                    ),
+                });
+            }
+            if key.roles.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.keys",
+                    problem: format!("key `{}` has no roles", key.name),
+                });
+            }
+        }
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use uuid::Uuid;
 
 use crate::commit::{GroupCommit, Waiter};
@@ -116,6 +116,9 @@ pub struct EventArgs {
     /// The event's admission permits, to see how busy it is.
     pub permits: Arc<Semaphore>,
     pub context: Arc<ActorContext>,
+    /// Where the actor publishes the number of records applied, after every message that
+    /// changed something; watchers read the new state through the actor, behind the change.
+    pub changes: watch::Sender<u64>,
 }
 
 pub struct EventState {
@@ -129,6 +132,7 @@ pub struct EventState {
     snapshot_task: Option<tokio::task::JoinHandle<()>>,
     permits: Arc<Semaphore>,
     max_in_flight: usize,
+    changes: watch::Sender<u64>,
     /// Deadline the armed timer fires at, and its generation; older timers are ignored.
     timer_at_ms: Option<u64>,
     timer_generation: u64,
@@ -197,6 +201,11 @@ impl EventState {
             .commit
             .submit(self.inventory.id(), first_lsn, count, &self.frames, waiter);
         self.frames.clear();
+        if count > 0 {
+            // Coalescing: a watch channel keeps only the latest value, so a burst of changes
+            // wakes each watcher once.
+            self.changes.send_replace(self.inventory.applied());
+        }
         self.maybe_snapshot();
     }
 
@@ -317,6 +326,7 @@ impl Actor for EventActor {
             snapshot_task: None,
             max_in_flight: args.permits.available_permits(),
             permits: args.permits,
+            changes: args.changes,
             timer_at_ms: None,
             timer_generation: 0,
             last_now_ms: 0,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::actor::{
     ActorContext, AuditReport, EngineStats, EventActor, EventArgs, EventMsg, Reply,
@@ -50,6 +50,8 @@ pub struct EventHandle {
     permits: Arc<Semaphore>,
     max_in_flight: u32,
     timeout: Duration,
+    spec: Arc<EventSpec>,
+    changes: watch::Receiver<u64>,
 }
 
 impl Engine {
@@ -120,6 +122,8 @@ impl Engine {
     async fn spawn(&self, inventory: Inventory, snapshot_lsn: u64) -> Result<EventHandle, Error> {
         let id = inventory.id();
         let max_in_flight = self.config.engine.max_in_flight_per_event;
+        let spec = Arc::new(inventory.spec().clone());
+        let (changes_tx, changes) = watch::channel(inventory.applied());
         let permits = Arc::new(Semaphore::new(max_in_flight as usize));
         let (actor, _join) = Actor::spawn(
             None,
@@ -129,6 +133,7 @@ impl Engine {
                 snapshot_lsn,
                 permits: permits.clone(),
                 context: self.context.clone(),
+                changes: changes_tx,
             },
         )
         .await
@@ -142,6 +147,8 @@ impl Engine {
             permits,
             max_in_flight,
             timeout: Duration::from_millis(self.config.engine.call_timeout_ms),
+            spec,
+            changes,
         };
         self.events
             .write()
@@ -205,7 +212,7 @@ impl Engine {
 
     /// Stops taking requests, lets every actor finish its mailbox, writes and flushes what is
     /// queued, and closes the log.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         let handles: Vec<EventHandle> = self
             .events
             .write()
@@ -224,6 +231,16 @@ impl Engine {
 impl EventHandle {
     pub fn id(&self) -> EventId {
         self.id
+    }
+
+    /// The event as it was created. Its current status is in `summary()`.
+    pub fn spec(&self) -> &EventSpec {
+        &self.spec
+    }
+
+    /// A receiver that sees a new value (the event's record count) after every change.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
     }
 
     /// Requests admitted and not yet answered.

@@ -600,6 +600,11 @@ impl Inventory {
         self
     }
 
+    /// The event as created; its status is `summary().status`.
+    pub fn spec(&self) -> &EventSpec {
+        &self.spec
+    }
+
     pub fn id(&self) -> EventId {
         self.spec.id
     }

@@ -1,0 +1,180 @@
+//! Starting and stopping the whole server: the engine, the gRPC API (with health, reflection and
+//! authentication), the metrics endpoint and the gauge refresher. `stop` is the graceful path:
+//! report NOT_SERVING, stop accepting, let in-flight calls finish (up to `api.shutdown_grace_ms`),
+//! end the streams, then drain every event actor and flush the log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use config::{Config, Role};
+use engine::Engine;
+use proto::v1::availability_server::AvailabilityServer;
+use proto::v1::event_admin_server::EventAdminServer;
+use proto::v1::reservations_server::ReservationsServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::Api;
+use crate::auth::Authenticator;
+use crate::telemetry;
+
+/// The gRPC services this server offers, as health checking and reflection name them.
+pub const SERVICE_NAMES: &[&str] = &[
+    "boxoffice.v1.EventAdmin",
+    "boxoffice.v1.Reservations",
+    "boxoffice.v1.Availability",
+];
+
+/// A started server.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    engine: Arc<Engine>,
+    health: HealthReporter,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    background: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+/// Opens the engine (recovering every event) and starts serving.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let engine = Arc::new(Engine::open(config).await.with_context(|| {
+        format!(
+            "cannot open the engine in {}",
+            config.storage.data_dir.display()
+        )
+    })?);
+    let (stop, stop_rx) = watch::channel(false);
+    let mut background = Vec::new();
+
+    let listener = TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on api.listen = {}", config.api.listen))?;
+    let grpc_addr = listener.local_addr()?;
+
+    let mut metrics_addr = None;
+    let mut handle = None;
+    if config.metrics.enabled {
+        let metrics_listener = TcpListener::bind(config.metrics.listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on metrics.listen = {}", config.metrics.listen)
+            })?;
+        metrics_addr = Some(metrics_listener.local_addr()?);
+        handle = telemetry::install();
+        match &handle {
+            Some(h) => {
+                let (h, rx) = (h.clone(), stop_rx.clone());
+                background.push(tokio::spawn(async move {
+                    if let Err(e) = telemetry::serve(metrics_listener, h, rx).await {
+                        tracing::error!(error = %e, "metrics endpoint stopped");
+                    }
+                }));
+            }
+            None => tracing::warn!("a metrics recorder is installed already; using it"),
+        }
+    }
+    background.push(tokio::spawn(telemetry::refresh(
+        engine.clone(),
+        handle,
+        Duration::from_millis(config.metrics.refresh_interval_ms),
+        stop_rx.clone(),
+    )));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // v1 and, for older tools, v1alpha.
+    let reflection_v1 = reflection()
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("cannot build the reflection service")?;
+
+    let auth = Authenticator::new(&config.auth);
+    let api = Api::new(engine.clone(), config, stop_rx.clone());
+    let max_bytes = config.api.max_request_bytes as usize;
+    let admin = InterceptedService::new(
+        EventAdminServer::new(api.clone()).max_decoding_message_size(max_bytes),
+        auth.require(Role::Admin),
+    );
+    let reservations = InterceptedService::new(
+        ReservationsServer::new(api.clone()).max_decoding_message_size(max_bytes),
+        auth.require(Role::Storefront),
+    );
+    let availability = InterceptedService::new(
+        AvailabilityServer::new(api).max_decoding_message_size(max_bytes),
+        auth.require(Role::Storefront),
+    );
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut stopping = stop_rx.clone();
+    let server = tokio::spawn(
+        Server::builder()
+            .max_concurrent_streams(config.api.max_concurrent_streams_per_connection)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(admin)
+            .add_service(reservations)
+            .add_service(availability)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            }),
+    );
+    Ok(Running {
+        grpc_addr,
+        metrics_addr,
+        engine,
+        health,
+        stop,
+        server,
+        background,
+        grace: Duration::from_millis(config.api.shutdown_grace_ms),
+    })
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        health.set_service_status(*name, status).await;
+    }
+}
+
+impl Running {
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Stops gracefully; everything acknowledged is durable when this returns.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        set_health(&self.health, ServingStatus::NotServing).await;
+        self.stop.send_replace(true);
+        match tokio::time::timeout(self.grace, self.server).await {
+            Ok(Ok(served)) => served.context("the gRPC server failed")?,
+            Ok(Err(e)) => return Err(e).context("the gRPC server task failed"),
+            Err(_) => tracing::warn!(
+                grace_ms = self.grace.as_millis() as u64,
+                "calls still running after the shutdown grace period; stopping anyway"
+            ),
+        }
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.engine.shutdown().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,199 @@
+//! The one mapping from engine outcomes to what a gRPC client sees: a status code, a stable
+//! machine-readable reason (`google.rpc.ErrorInfo`, domain "boxoffice"), a message a storefront
+//! developer can act on, and for overload a retry hint. The reasons are the contract documented in
+//! `proto/boxoffice/v1/reservations.proto`; keep the two in step.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use engine::Error;
+use engine::inventory::Rejection;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo` domain of every boxoffice reason.
+pub const ERROR_DOMAIN: &str = "boxoffice";
+
+/// Every reason this server sends, for metric labels.
+pub const REASONS: &[&str] = &[
+    "INVALID_ARGUMENT",
+    "MAX_PER_ORDER",
+    "IDEMPOTENCY_KEY_REUSED",
+    "EVENT_EXISTS",
+    "NOT_ON_SALE",
+    "INVALID_STATUS_CHANGE",
+    "SOLD_OUT",
+    "SEAT_TAKEN",
+    "NO_SEATS_TOGETHER",
+    "CUSTOMER_LIMIT",
+    "CUSTOMER_HOLD_LIMIT",
+    "EVENT_HOLD_LIMIT",
+    "HOLD_NOT_FOUND",
+    "HOLD_EXPIRED",
+    "HOLD_RELEASED",
+    "HOLD_ALREADY_CONFIRMED",
+    "ORDER_NOT_FOUND",
+    "ORDER_NOT_CANCELLABLE",
+    "EVENT_NOT_FOUND",
+    "TOO_MANY_EVENTS",
+    "OVERLOADED",
+    "TIMEOUT",
+    "STORAGE",
+    "SHUTTING_DOWN",
+    "ACTOR_START",
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
+];
+
+/// A refusal on its way to a client, as a unary status or as a stream item's `ErrorDetail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: Code,
+    pub reason: &'static str,
+    pub message: String,
+    pub metadata: HashMap<String, String>,
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            metadata: HashMap::new(),
+            retry_after: None,
+        }
+    }
+
+    /// A malformed request; `message` names the field.
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(Code::InvalidArgument, "INVALID_ARGUMENT", message)
+    }
+
+    pub fn with(mut self, key: &str, value: impl ToString) -> ApiError {
+        self.metadata.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    fn retry_after(mut self, after: Duration) -> ApiError {
+        self.retry_after = Some(after);
+        self.with("retry_after_ms", after.as_millis())
+    }
+
+    /// The stream item form of this refusal.
+    pub fn to_detail(&self) -> proto::v1::ErrorDetail {
+        proto::v1::ErrorDetail {
+            code: self.code as i32,
+            reason: self.reason.to_string(),
+            message: self.message.clone(),
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let mut details = ErrorDetails::with_error_info(e.reason, ERROR_DOMAIN, e.metadata);
+        if let Some(after) = e.retry_after {
+            details.set_retry_info(Some(after));
+        }
+        Status::with_error_details(e.code, e.message, details)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let message = e.to_string();
+        match e {
+            Error::Rejected(r) => rejection(r, message),
+            Error::EventNotFound(id) => {
+                ApiError::new(Code::NotFound, "EVENT_NOT_FOUND", message).with("event_id", id)
+            }
+            Error::TooManyEvents(limit) => {
+                ApiError::new(Code::ResourceExhausted, "TOO_MANY_EVENTS", message)
+                    .with("limit", limit)
+            }
+            Error::Overloaded {
+                event,
+                retry_after_ms,
+                ..
+            } => ApiError::new(Code::ResourceExhausted, "OVERLOADED", message)
+                .with("event_id", event)
+                .retry_after(Duration::from_millis(retry_after_ms)),
+            Error::Timeout { event, .. } => {
+                ApiError::new(Code::Unavailable, "TIMEOUT", message).with("event_id", event)
+            }
+            Error::Storage(_) => ApiError::new(Code::Internal, "STORAGE", message),
+            Error::ShuttingDown => ApiError::new(Code::Unavailable, "SHUTTING_DOWN", message),
+            Error::ActorStart { event, .. } => {
+                ApiError::new(Code::Internal, "ACTOR_START", message).with("event_id", event)
+            }
+        }
+    }
+}
+
+/// One arm per rejection: a business outcome with its own code and reason.
+fn rejection(r: Rejection, message: String) -> ApiError {
+    use Code::{AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted};
+    let new = |code, reason| ApiError::new(code, reason, message.clone());
+    match r {
+        Rejection::Invalid(_)
+        | Rejection::WrongItemKind { .. }
+        | Rejection::HoldTtlOutOfRange { .. } => new(InvalidArgument, "INVALID_ARGUMENT"),
+        Rejection::UnknownTier(tier) => {
+            new(InvalidArgument, "INVALID_ARGUMENT").with("tier_code", tier)
+        }
+        Rejection::UnknownSeat(seat)
+        | Rejection::SeatNotInTier { seat, .. }
+        | Rejection::DuplicateSeat(seat) => {
+            new(InvalidArgument, "INVALID_ARGUMENT").with("seat", seat)
+        }
+        Rejection::MaxPerOrder { tier, max, .. } => new(InvalidArgument, "MAX_PER_ORDER")
+            .with("tier_code", tier)
+            .with("max_per_order", max),
+        Rejection::IdempotencyKeyReused => new(InvalidArgument, "IDEMPOTENCY_KEY_REUSED"),
+        Rejection::EventExists => new(AlreadyExists, "EVENT_EXISTS"),
+        Rejection::NotOnSale(_) => new(FailedPrecondition, "NOT_ON_SALE"),
+        Rejection::OutsideSaleWindow(tier) => {
+            new(FailedPrecondition, "NOT_ON_SALE").with("tier_code", tier)
+        }
+        Rejection::StatusChange { .. } => new(FailedPrecondition, "INVALID_STATUS_CHANGE"),
+        Rejection::SoldOut {
+            tier, available, ..
+        } => new(FailedPrecondition, "SOLD_OUT")
+            .with("tier_code", tier)
+            .with("available", available),
+        Rejection::SeatTaken(seat) => new(FailedPrecondition, "SEAT_TAKEN").with("seat", seat),
+        Rejection::NoSeatsTogether { tier, .. } => {
+            new(FailedPrecondition, "NO_SEATS_TOGETHER").with("tier_code", tier)
+        }
+        Rejection::CustomerLimit { limit, .. } => {
+            new(FailedPrecondition, "CUSTOMER_LIMIT").with("limit", limit)
+        }
+        Rejection::CustomerHoldLimit { limit } => {
+            new(FailedPrecondition, "CUSTOMER_HOLD_LIMIT").with("limit", limit)
+        }
+        Rejection::EventHoldLimit { limit } => {
+            new(ResourceExhausted, "EVENT_HOLD_LIMIT").with("limit", limit)
+        }
+        Rejection::HoldNotFound(hold) => new(NotFound, "HOLD_NOT_FOUND").with("hold_id", hold),
+        Rejection::HoldExpired(hold) => {
+            new(FailedPrecondition, "HOLD_EXPIRED").with("hold_id", hold)
+        }
+        Rejection::HoldReleased(hold) => {
+            new(FailedPrecondition, "HOLD_RELEASED").with("hold_id", hold)
+        }
+        Rejection::HoldAlreadyConfirmed { hold, order } => {
+            new(FailedPrecondition, "HOLD_ALREADY_CONFIRMED")
+                .with("hold_id", hold)
+                .with("order_id", order)
+        }
+        Rejection::OrderNotFound(order) => {
+            new(NotFound, "ORDER_NOT_FOUND").with("order_id", order)
+        }
+        Rejection::OrderNotCancellable { order, .. } => {
+            new(FailedPrecondition, "ORDER_NOT_CANCELLABLE").with("order_id", order)
+        }
+    }
+}
