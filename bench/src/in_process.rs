@@ -59,7 +59,7 @@ pub struct ExpiryArgs {
     data_dir: Option<PathBuf>,
 }
 
-fn machine() -> String {
+pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -116,7 +116,7 @@ fn reserve(customer: String, quantity: u32) -> ReserveRequest {
     }
 }
 
-fn print_latency(label: &str, h: &Histogram<u64>) {
+pub fn print_latency(label: &str, h: &Histogram<u64>) {
     let ms = |v: u64| v as f64 / 1_000.0;
     println!(
         "{label} latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",

@@ -1,9 +1,11 @@
 //! `boxoffice-bench`: measures boxoffice under ticket-drop load and prints the figures with the
 //! machine and the command, so a result can be reproduced and compared.
 //!
-//! Today it drives the engine in process (no network): `engine` for sustained durable
-//! reservations, `expiry` for how late holds come back on sale.
+//! `engine` and `expiry` drive the engine in process (no network): sustained durable reservations,
+//! and how late holds come back on sale. `grpc` measures the server over loopback against a no-op
+//! service with the same surface.
 
+mod grpc;
 mod in_process;
 
 use anyhow::Result;
@@ -26,16 +28,22 @@ enum Command {
     Engine(in_process::EngineArgs),
     /// Lateness of hold expiry (1 s TTL) while the event is under load, engine in process.
     Expiry(in_process::ExpiryArgs),
+    /// Unary and streaming Reserve over gRPC against the real server and a no-op server.
+    Grpc(grpc::GrpcArgs),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::Grpc(args) = cli.command {
+        return grpc::run(args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.command {
         Command::Engine(args) => runtime.block_on(in_process::engine(args)),
         Command::Expiry(args) => runtime.block_on(in_process::expiry(args)),
+        Command::Grpc(_) => unreachable!("handled above"),
     }
 }
 

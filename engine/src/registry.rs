@@ -23,7 +23,7 @@ use crate::inventory::{
 use crate::wal::{self, LogStore, SledLog, SnapshotDir, encode_records};
 
 /// How long an overloaded caller is told to wait: about two group-commit rounds.
-const OVERLOAD_RETRY_AFTER_MS: u64 = 5;
+pub const OVERLOAD_RETRY_AFTER_MS: u64 = 5;
 
 /// What `Engine::open` found on disk.
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use crate::coalesce::Coalescer;
 use crate::convert;
 use crate::status::ApiError;
 use crate::telemetry;
@@ -36,23 +37,27 @@ pub struct Api {
     /// in-flight limit, so a batch is never refused for its size alone.
     stream_batch: usize,
     watchers: Arc<Semaphore>,
+    /// Unary Reserve calls go through here, gathered per event into batches.
+    coalescer: Arc<Coalescer>,
     stop: watch::Receiver<bool>,
 }
 
 impl Api {
     /// `stop` turns true when the server begins to shut down: streams then end.
-    pub fn new(
-        engine: Arc<Engine>,
-        config: &config::Config,
-        stop: watch::Receiver<bool>,
-    ) -> Api {
+    pub fn new(engine: Arc<Engine>, config: &config::Config, stop: watch::Receiver<bool>) -> Api {
         let api = &config.api;
         let stream_batch = api
             .max_stream_batch
             .min(api.max_stream_in_flight)
             .min(config.engine.max_in_flight_per_event) as usize;
+        let coalescer = Arc::new(Coalescer::new(
+            engine.clone(),
+            config.engine.max_in_flight_per_event as usize,
+            stream_batch,
+        ));
         Api {
             engine,
+            coalescer,
             config: Arc::new(api.clone()),
             stream_batch,
             watchers: Arc::new(Semaphore::new(api.max_watchers as usize)),
@@ -189,7 +194,7 @@ impl v1::reservations_server::Reservations for Api {
     ) -> Result<Response<v1::ReserveResponse>, Status> {
         self.unary("Reserve", async {
             let (event, request) = convert::reserve_request(request.into_inner())?;
-            let hold = self.engine.event(event)?.reserve(request).await?;
+            let hold = self.coalescer.reserve(event, request).await?;
             Ok(v1::ReserveResponse {
                 hold: Some(convert::hold_to_proto(&hold)),
             })
@@ -293,7 +298,9 @@ type Answers = mpsc::Sender<Result<v1::ReserveStreamResponse, Status>>;
 fn refused(request_id: u64, error: &ApiError) -> v1::ReserveStreamResponse {
     v1::ReserveStreamResponse {
         request_id,
-        result: Some(v1::reserve_stream_response::Result::Error(error.to_detail())),
+        result: Some(v1::reserve_stream_response::Result::Error(
+            error.to_detail(),
+        )),
     }
 }
 
@@ -339,7 +346,11 @@ async fn stream_reservations(
                 }
                 Err(e) => {
                     telemetry::rpc_many("ReserveStream", received.elapsed(), e.reason, 1);
-                    if answers.send(Ok(refused(item.request_id, &e))).await.is_err() {
+                    if answers
+                        .send(Ok(refused(item.request_id, &e)))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -353,7 +364,12 @@ async fn stream_reservations(
                 Ok(handle) => handle,
                 Err(e) => {
                     let e = ApiError::from(e);
-                    telemetry::rpc_many("ReserveStream", received.elapsed(), e.reason, ids.len() as u64);
+                    telemetry::rpc_many(
+                        "ReserveStream",
+                        received.elapsed(),
+                        e.reason,
+                        ids.len() as u64,
+                    );
                     for id in ids {
                         if answers.send(Ok(refused(id, &e))).await.is_err() {
                             return;

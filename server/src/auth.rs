@@ -105,7 +105,11 @@ impl Authenticator {
             return Err(ApiError::new(
                 Code::PermissionDenied,
                 "PERMISSION_DENIED",
-                format!("API key `{}` lacks the `{}` role", key.name, role_name(role)),
+                format!(
+                    "API key `{}` lacks the `{}` role",
+                    key.name,
+                    role_name(role)
+                ),
             ));
         }
         Ok(())

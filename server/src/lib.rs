@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod coalesce;
 pub mod convert;
 pub mod noop;
 pub mod serve;

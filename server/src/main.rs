@@ -12,7 +12,11 @@ use config::{Config, LogFormat};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "boxoffice", version, about = "High-concurrency ticket reservation engine")]
+#[command(
+    name = "boxoffice",
+    version,
+    about = "High-concurrency ticket reservation engine"
+)]
 struct Cli {
     /// Config file; default: $BOXOFFICE_CONFIG, else config/boxoffice.toml if present, else the
     /// built-in defaults. BOXOFFICE_<SECTION>__<KEY> variables override single keys.

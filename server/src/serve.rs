@@ -67,7 +67,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         let metrics_listener = TcpListener::bind(config.metrics.listen)
             .await
             .with_context(|| {
-                format!("cannot listen on metrics.listen = {}", config.metrics.listen)
+                format!(
+                    "cannot listen on metrics.listen = {}",
+                    config.metrics.listen
+                )
             })?;
         metrics_addr = Some(metrics_listener.local_addr()?);
         handle = telemetry::install();

@@ -189,9 +189,7 @@ fn rejection(r: Rejection, message: String) -> ApiError {
                 .with("hold_id", hold)
                 .with("order_id", order)
         }
-        Rejection::OrderNotFound(order) => {
-            new(NotFound, "ORDER_NOT_FOUND").with("order_id", order)
-        }
+        Rejection::OrderNotFound(order) => new(NotFound, "ORDER_NOT_FOUND").with("order_id", order),
         Rejection::OrderNotCancellable { order, .. } => {
             new(FailedPrecondition, "ORDER_NOT_CANCELLABLE").with("order_id", order)
         }

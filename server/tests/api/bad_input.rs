@@ -83,7 +83,14 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
         }),
         idempotency_key: String::new(),
     });
-    let order = c.reservations.confirm(req).await.unwrap().into_inner().order.unwrap();
+    let order = c
+        .reservations
+        .confirm(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
     let req = c.req(v1::CancelOrderRequest {
         event_id: event.clone(),
         order_id: order.order_id.clone(),
@@ -120,27 +127,161 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
     reused.items[0].selection = qty(2);
 
     let reserve_cases: Vec<(&str, v1::ReserveRequest, Code, &str)> = vec![
-        ("no event id", ga("", "x", 1, ""), Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("event id not a uuid", ga("nope", "x", 1, ""), Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("unknown event", ga(&unknown, "x", 1, ""), Code::NotFound, "EVENT_NOT_FOUND"),
-        ("no customer", ga(&event, "", 1, ""), Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("customer id too long", long_customer, Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("no items", reserve(&event, "x", vec![]), Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("item without selection", reserve(&event, "x", vec![item("GA", None)]), Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("zero quantity", ga(&event, "x", 0, ""), Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("unknown tier", reserve(&event, "x", vec![item("VIP", qty(1))]), Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("quantity for a seated tier", reserve(&event, "x", vec![item("SEAT", qty(1))]), Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("unknown seat", reserve(&event, "x", vec![item("SEAT", Some(Selection::Seats(v1::SeatList { seats: vec![seat("Z", "9")] })))]), Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("seat named twice", reserve(&event, "x", vec![item("SEAT", Some(Selection::Seats(v1::SeatList { seats: vec![seat("B", "1"), seat("B", "1")] })))]), Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("too many items", too_many_items, Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("ttl over the maximum", ttl_too_long, Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("over max per order", ga(&event, "x", 11, ""), Code::InvalidArgument, "MAX_PER_ORDER"),
-        ("over the customer limit", reserve(&event, "alice", vec![item("GA", qty(10)), item("SEAT", Some(Selection::BestAvailable(1)))]), Code::FailedPrecondition, "CUSTOMER_LIMIT"),
-        ("sold out", ga(&tiny, "y", 1, ""), Code::FailedPrecondition, "SOLD_OUT"),
-        ("seat taken", seat_a1.clone(), Code::FailedPrecondition, "SEAT_TAKEN"),
-        ("not on sale", ga(&draft, "x", 1, ""), Code::FailedPrecondition, "NOT_ON_SALE"),
-        ("no seats together", reserve(&tiny, "x", vec![item("SEAT", Some(Selection::BestAvailable(2)))]), Code::FailedPrecondition, "NO_SEATS_TOGETHER"),
-        ("key reused for another request", reused, Code::InvalidArgument, "IDEMPOTENCY_KEY_REUSED"),
+        (
+            "no event id",
+            ga("", "x", 1, ""),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "event id not a uuid",
+            ga("nope", "x", 1, ""),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "unknown event",
+            ga(&unknown, "x", 1, ""),
+            Code::NotFound,
+            "EVENT_NOT_FOUND",
+        ),
+        (
+            "no customer",
+            ga(&event, "", 1, ""),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "customer id too long",
+            long_customer,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "no items",
+            reserve(&event, "x", vec![]),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "item without selection",
+            reserve(&event, "x", vec![item("GA", None)]),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "zero quantity",
+            ga(&event, "x", 0, ""),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "unknown tier",
+            reserve(&event, "x", vec![item("VIP", qty(1))]),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "quantity for a seated tier",
+            reserve(&event, "x", vec![item("SEAT", qty(1))]),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "unknown seat",
+            reserve(
+                &event,
+                "x",
+                vec![item(
+                    "SEAT",
+                    Some(Selection::Seats(v1::SeatList {
+                        seats: vec![seat("Z", "9")],
+                    })),
+                )],
+            ),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "seat named twice",
+            reserve(
+                &event,
+                "x",
+                vec![item(
+                    "SEAT",
+                    Some(Selection::Seats(v1::SeatList {
+                        seats: vec![seat("B", "1"), seat("B", "1")],
+                    })),
+                )],
+            ),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "too many items",
+            too_many_items,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "ttl over the maximum",
+            ttl_too_long,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "over max per order",
+            ga(&event, "x", 11, ""),
+            Code::InvalidArgument,
+            "MAX_PER_ORDER",
+        ),
+        (
+            "over the customer limit",
+            reserve(
+                &event,
+                "alice",
+                vec![
+                    item("GA", qty(10)),
+                    item("SEAT", Some(Selection::BestAvailable(1))),
+                ],
+            ),
+            Code::FailedPrecondition,
+            "CUSTOMER_LIMIT",
+        ),
+        (
+            "sold out",
+            ga(&tiny, "y", 1, ""),
+            Code::FailedPrecondition,
+            "SOLD_OUT",
+        ),
+        (
+            "seat taken",
+            seat_a1.clone(),
+            Code::FailedPrecondition,
+            "SEAT_TAKEN",
+        ),
+        (
+            "not on sale",
+            ga(&draft, "x", 1, ""),
+            Code::FailedPrecondition,
+            "NOT_ON_SALE",
+        ),
+        (
+            "no seats together",
+            reserve(
+                &tiny,
+                "x",
+                vec![item("SEAT", Some(Selection::BestAvailable(2)))],
+            ),
+            Code::FailedPrecondition,
+            "NO_SEATS_TOGETHER",
+        ),
+        (
+            "key reused for another request",
+            reused,
+            Code::InvalidArgument,
+            "IDEMPOTENCY_KEY_REUSED",
+        ),
     ];
     for (name, request, code, why) in reserve_cases {
         let status = c.reserve(request).await.expect_err(name);
@@ -157,11 +298,36 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
         idempotency_key: String::new(),
     };
     let confirm_cases: Vec<(&str, v1::ConfirmRequest, Code, &str)> = vec![
-        ("hold id not a uuid", confirm("42", "p"), Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("no payment reference", confirm(&live.hold_id, ""), Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("unknown hold", confirm(&unknown, "p"), Code::NotFound, "HOLD_NOT_FOUND"),
-        ("expired hold", confirm(&expiring.hold_id, "p"), Code::FailedPrecondition, "HOLD_EXPIRED"),
-        ("confirmed twice", confirm(&confirmed.hold_id, "p"), Code::FailedPrecondition, "HOLD_ALREADY_CONFIRMED"),
+        (
+            "hold id not a uuid",
+            confirm("42", "p"),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "no payment reference",
+            confirm(&live.hold_id, ""),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "unknown hold",
+            confirm(&unknown, "p"),
+            Code::NotFound,
+            "HOLD_NOT_FOUND",
+        ),
+        (
+            "expired hold",
+            confirm(&expiring.hold_id, "p"),
+            Code::FailedPrecondition,
+            "HOLD_EXPIRED",
+        ),
+        (
+            "confirmed twice",
+            confirm(&confirmed.hold_id, "p"),
+            Code::FailedPrecondition,
+            "HOLD_ALREADY_CONFIRMED",
+        ),
     ];
     for (name, request, code, why) in confirm_cases {
         let req = c.req(request);
@@ -175,12 +341,20 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
         hold_id: unknown.clone(),
         idempotency_key: String::new(),
     });
-    assert_refused(c.reservations.release(req).await, Code::NotFound, "HOLD_NOT_FOUND");
+    assert_refused(
+        c.reservations.release(req).await,
+        Code::NotFound,
+        "HOLD_NOT_FOUND",
+    );
     let req = c.req(v1::GetOrderRequest {
         event_id: event.clone(),
         order_id: unknown.clone(),
     });
-    assert_refused(c.reservations.get_order(req).await, Code::NotFound, "ORDER_NOT_FOUND");
+    assert_refused(
+        c.reservations.get_order(req).await,
+        Code::NotFound,
+        "ORDER_NOT_FOUND",
+    );
     let req = c.req(v1::CancelOrderRequest {
         event_id: event.clone(),
         order_id: order.order_id.clone(),
@@ -214,10 +388,30 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
     let mut exists = event_request(10, 1);
     exists.event_id = event.clone();
     for (name, request, code, why) in [
-        ("bad currency", bad_currency, Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("no tiers", no_tiers, Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("tier without stock", no_stock, Code::InvalidArgument, "INVALID_ARGUMENT"),
-        ("zero capacity", zero_capacity, Code::InvalidArgument, "INVALID_ARGUMENT"),
+        (
+            "bad currency",
+            bad_currency,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "no tiers",
+            no_tiers,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "tier without stock",
+            no_stock,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "zero capacity",
+            zero_capacity,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
         ("event exists", exists, Code::AlreadyExists, "EVENT_EXISTS"),
     ] {
         let req = admin.req(request);
@@ -238,24 +432,48 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
         page_size: 5_000,
         page_token: String::new(),
     });
-    assert_refused(admin.admin.list_events(req).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_refused(
+        admin.admin.list_events(req).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
 
     // Authentication and roles: nothing gets through, nothing changes.
     let anonymous = Clients::new(channel.clone(), SHOP_KEY).without_key();
     let mut anonymous_r = anonymous.clone();
     let req = anonymous.req(ga(&event, "x", 1, ""));
-    assert_refused(anonymous_r.reservations.reserve(req).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert_refused(
+        anonymous_r.reservations.reserve(req).await,
+        Code::Unauthenticated,
+        "UNAUTHENTICATED",
+    );
     let mut wrong = Clients::new(channel.clone(), "not-a-key");
-    assert_refused(wrong.reserve(ga(&event, "x", 1, "")).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert_refused(
+        wrong.reserve(ga(&event, "x", 1, "")).await,
+        Code::Unauthenticated,
+        "UNAUTHENTICATED",
+    );
     let mut dev = Clients::new(channel.clone(), DEV_KEY);
-    assert_refused(dev.reserve(ga(&event, "x", 1, "")).await, Code::Unauthenticated, "UNAUTHENTICATED");
+    assert_refused(
+        dev.reserve(ga(&event, "x", 1, "")).await,
+        Code::Unauthenticated,
+        "UNAUTHENTICATED",
+    );
     let req = c.req(event_request(10, 1));
-    assert_refused(c.admin.create_event(req).await, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_refused(
+        c.admin.create_event(req).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
     let req = c.req(v1::SetEventStatusRequest {
         event_id: event.clone(),
         status: v1::EventStatus::Closed as i32,
     });
-    assert_refused(c.admin.set_event_status(req).await, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_refused(
+        c.admin.set_event_status(req).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
     let mut admin_as_shop = admin.clone();
     assert_refused(
         admin_as_shop.reserve(ga(&event, "x", 1, "")).await,
@@ -272,5 +490,9 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
         "{status:?}"
     );
 
-    assert_eq!(state(&mut admin).await, before, "a refused request changed something");
+    assert_eq!(
+        state(&mut admin).await,
+        before,
+        "a refused request changed something"
+    );
 }

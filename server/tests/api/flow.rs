@@ -53,7 +53,10 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
     let v0 = watch_until(&mut watch, "GA", (100, 0, 0)).await;
 
     // General admission.
-    let hold_ga = c.reserve(ga(&id, "alice", 3, "k-ga")).await.expect("reserve GA");
+    let hold_ga = c
+        .reserve(ga(&id, "alice", 3, "k-ga"))
+        .await
+        .expect("reserve GA");
     assert_eq!(hold_ga.lines[0].quantity, 3);
     assert_eq!(hold_ga.lines[0].unit_price_minor, 5_000);
     assert_eq!(hold_ga.subtotal_minor, 15_000);
@@ -61,7 +64,10 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
     assert_eq!(hold_ga.total_minor, 15_750);
     let created = hold_ga.created_at.unwrap().seconds;
     let expires = hold_ga.expires_at.unwrap().seconds;
-    assert!((599..=601).contains(&(expires - created)), "{created} {expires}");
+    assert!(
+        (599..=601).contains(&(expires - created)),
+        "{created} {expires}"
+    );
     let v1_ = watch_until(&mut watch, "GA", (97, 3, 0)).await;
     assert!(v1_ > v0);
 
@@ -79,7 +85,10 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
         idempotency_key: "k-named".into(),
     };
     let hold_named = c.reserve(named).await.expect("reserve named seats");
-    assert_eq!(hold_named.lines[0].seats, vec![seat("A", "4"), seat("A", "5")]);
+    assert_eq!(
+        hold_named.lines[0].seats,
+        vec![seat("A", "4"), seat("A", "5")]
+    );
     let ttl = hold_named.expires_at.unwrap().seconds - hold_named.created_at.unwrap().seconds;
     assert!((119..=121).contains(&ttl), "{ttl}");
 
@@ -111,7 +120,12 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
         include_seats: true,
         seats_tier_code: "SEAT".into(),
     });
-    let full = c.availability.get_availability(req).await.unwrap().into_inner();
+    let full = c
+        .availability
+        .get_availability(req)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(full.seats.len(), 20);
     let a4 = full
         .seats
@@ -129,7 +143,14 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
         }),
         idempotency_key: "k-confirm".into(),
     });
-    let order = c.reservations.confirm(req).await.expect("confirm").into_inner().order.unwrap();
+    let order = c
+        .reservations
+        .confirm(req)
+        .await
+        .expect("confirm")
+        .into_inner()
+        .order
+        .unwrap();
     assert_eq!(order.status, v1::OrderStatus::PendingPayment as i32);
     assert_eq!(order.hold_id, hold_ga.hold_id);
     assert_eq!(order.total_minor, 15_750);
@@ -161,7 +182,12 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
         reason: "customer asked".into(),
         idempotency_key: String::new(),
     });
-    let cancelled = c.reservations.cancel_order(req).await.expect("cancel").into_inner();
+    let cancelled = c
+        .reservations
+        .cancel_order(req)
+        .await
+        .expect("cancel")
+        .into_inner();
     assert_eq!(
         cancelled.order.unwrap().status,
         v1::OrderStatus::Cancelled as i32
@@ -173,7 +199,14 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
         event_id: id.clone(),
         hold_id: hold_best.hold_id.clone(),
     });
-    let again = c.reservations.get_hold(req).await.unwrap().into_inner().hold.unwrap();
+    let again = c
+        .reservations
+        .get_hold(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .hold
+        .unwrap();
     assert_eq!(again, hold_best);
 
     // Admin views.
@@ -193,7 +226,8 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = server.metrics_text().await;
-        let reserve_ok = text.contains(r#"boxoffice_rpc_requests_total{rpc="Reserve",outcome="OK"} 3"#);
+        let reserve_ok =
+            text.contains(r#"boxoffice_rpc_requests_total{rpc="Reserve",outcome="OK"} 3"#);
         let seats_held = text.contains(&format!(
             r#"boxoffice_tier_tickets{{event_id="{id}",tier="SEAT",state="held"}} 4"#
         ));
@@ -202,7 +236,10 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
             assert!(text.contains("boxoffice_rpc_duration_seconds_bucket"));
             break;
         }
-        assert!(Instant::now() < deadline, "metrics never showed the calls:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed the calls:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -225,7 +262,14 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
         event_id: id.clone(),
         order_id: order.order_id.clone(),
     });
-    let order_after = c.reservations.get_order(req).await.unwrap().into_inner().order.unwrap();
+    let order_after = c
+        .reservations
+        .get_order(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
     assert_eq!(order_after.status, v1::OrderStatus::Cancelled as i32);
     assert_eq!(order_after.total_minor, 15_750);
     let req = c.req(v1::GetHoldRequest {
@@ -233,7 +277,13 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
         hold_id: hold_best.hold_id.clone(),
     });
     assert_eq!(
-        c.reservations.get_hold(req).await.unwrap().into_inner().hold.unwrap(),
+        c.reservations
+            .get_hold(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .hold
+            .unwrap(),
         hold_best
     );
     server.stop(Duration::from_secs(30)).await;

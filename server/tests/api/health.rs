@@ -1,13 +1,13 @@
 //! gRPC health checking and server reflection, as `grpcurl`-style tools use them.
 
 use futures_util::StreamExt;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 use crate::support::*;
 
@@ -18,7 +18,12 @@ async fn health_is_serving_and_reflection_lists_the_services() {
     let channel = server.channel().await;
 
     let mut health = HealthClient::new(channel.clone());
-    for service in ["", "boxoffice.v1.EventAdmin", "boxoffice.v1.Reservations", "boxoffice.v1.Availability"] {
+    for service in [
+        "",
+        "boxoffice.v1.EventAdmin",
+        "boxoffice.v1.Reservations",
+        "boxoffice.v1.Availability",
+    ] {
         let answer = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -57,7 +62,10 @@ async fn health_is_serving_and_reflection_lists_the_services() {
         "boxoffice.v1.Availability",
         "grpc.health.v1.Health",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
     }
     let Some(MessageResponse::FileDescriptorResponse(files)) =
         answers.next().await.unwrap().unwrap().message_response

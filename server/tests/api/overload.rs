@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_types::StatusExt;
 
 use crate::support::*;
@@ -57,7 +57,10 @@ async fn overload_is_refused_fast_and_nothing_is_oversold() {
         }
     }
     println!("held {held}, overloaded {overloaded}, sold out {sold_out}");
-    assert!(overloaded > 0, "4,000 calls against a bound of 8 must overload");
+    assert!(
+        overloaded > 0,
+        "4,000 calls against a bound of 8 must overload"
+    );
     assert!(held > 0);
     assert!(held <= capacity);
     assert_eq!(held + overloaded + sold_out, 4_000);

@@ -39,12 +39,20 @@ async fn a_stream_answers_every_request_once_and_never_oversells() {
         })
         .collect();
     let req = c.req(tokio_stream::iter(requests));
-    let mut answers = c.reservations.reserve_stream(req).await.unwrap().into_inner();
+    let mut answers = c
+        .reservations
+        .reserve_stream(req)
+        .await
+        .unwrap()
+        .into_inner();
     let mut seen: HashMap<u64, Answer> = HashMap::new();
     while let Some(answer) = answers.next().await {
         let answer = answer.expect("stream item");
         let result = answer.result.expect("a hold or an error");
-        assert!(seen.insert(answer.request_id, result).is_none(), "answered twice");
+        assert!(
+            seen.insert(answer.request_id, result).is_none(),
+            "answered twice"
+        );
     }
     assert_eq!(seen.len() as u64, total, "every request is answered");
     let mut held: HashMap<bool, u32> = HashMap::new();
