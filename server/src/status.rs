@@ -195,3 +195,39 @@ fn rejection(r: Rejection, message: String) -> ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The proto comments are the documented contract; every reason sent must be listed there.
+    #[test]
+    fn every_reason_is_documented_in_the_proto_files() {
+        let docs = [
+            include_str!("../../proto/boxoffice/v1/reservations.proto"),
+            include_str!("../../proto/boxoffice/v1/event_admin.proto"),
+        ]
+        .concat();
+        for reason in REASONS {
+            assert!(
+                docs.contains(&format!("// - {reason} ("))
+                    || docs.contains(&format!(", {reason} (")),
+                "{reason} is not documented in proto/boxoffice/v1"
+            );
+        }
+    }
+
+    #[test]
+    fn overload_carries_a_retry_hint() {
+        let e = ApiError::from(Error::Overloaded {
+            event: engine::inventory::EventId(uuid::Uuid::nil()),
+            limit: 8,
+            retry_after_ms: 5,
+        });
+        assert_eq!(e.code, Code::ResourceExhausted);
+        assert_eq!(e.reason, "OVERLOADED");
+        assert_eq!(e.retry_after, Some(Duration::from_millis(5)));
+        assert_eq!(e.metadata["retry_after_ms"], "5");
+        assert!(REASONS.contains(&e.reason));
+    }
+}

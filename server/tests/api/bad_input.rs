@@ -284,9 +284,7 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
         ),
     ];
     for (name, request, code, why) in reserve_cases {
-        let status = c.reserve(request).await.expect_err(name);
-        assert_eq!(status.code(), code, "{name}: {status:?}");
-        assert_eq!(reason(&status), why, "{name}: {status:?}");
+        assert_case(name, c.reserve(request).await, code, why);
     }
 
     let confirm = |hold: &str, reference: &str| v1::ConfirmRequest {
@@ -331,9 +329,7 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
     ];
     for (name, request, code, why) in confirm_cases {
         let req = c.req(request);
-        let status = c.reservations.confirm(req).await.expect_err(name);
-        assert_eq!(status.code(), code, "{name}: {status:?}");
-        assert_eq!(reason(&status), why, "{name}: {status:?}");
+        assert_case(name, c.reservations.confirm(req).await, code, why);
     }
 
     let req = c.req(v1::ReleaseRequest {
@@ -415,9 +411,7 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
         ("event exists", exists, Code::AlreadyExists, "EVENT_EXISTS"),
     ] {
         let req = admin.req(request);
-        let status = admin.admin.create_event(req).await.expect_err(name);
-        assert_eq!(status.code(), code, "{name}: {status:?}");
-        assert_eq!(reason(&status), why, "{name}: {status:?}");
+        assert_case(name, admin.admin.create_event(req).await, code, why);
     }
     let req = admin.req(v1::SetEventStatusRequest {
         event_id: event.clone(),

@@ -235,6 +235,19 @@ pub fn reason(status: &Status) -> String {
     info.reason.clone()
 }
 
+/// A row of a table-driven test: `name`'s request was refused with `code` and reason `why`.
+#[track_caller]
+pub fn assert_case(
+    name: &str,
+    result: Result<impl std::fmt::Debug, Status>,
+    code: Code,
+    why: &str,
+) {
+    let status = result.expect_err(name);
+    assert_eq!(status.code(), code, "{name}: {status:?}");
+    assert_eq!(reason(&status), why, "{name}: {status:?}");
+}
+
 #[track_caller]
 pub fn assert_refused(result: Result<impl std::fmt::Debug, Status>, code: Code, why: &str) {
     let status = result.expect_err("the request should have been refused");
