@@ -84,6 +84,8 @@ async fn drain(handle: engine::EventHandle, mut queue: mpsc::Receiver<Waiting>, 
         if queue.recv_many(&mut batch, max_batch).await == 0 {
             return;
         }
+        metrics::histogram!("boxoffice_reserve_coalesced_batch_requests")
+            .record(batch.len() as f64);
         let (requests, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
         let handle = handle.clone();
         tokio::spawn(async move {

@@ -38,6 +38,12 @@ pub fn install() -> Option<PrometheusHandle> {
                 BATCH_BUCKETS,
             )
         })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("boxoffice_reserve_coalesced_batch_requests".to_string()),
+                BATCH_BUCKETS,
+            )
+        })
         .ok()?
         .install_recorder()
         .ok()
