@@ -34,16 +34,16 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Command::Grpc(args) = cli.command {
-        return grpc::run(args);
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     match cli.command {
-        Command::Engine(args) => runtime.block_on(in_process::engine(args)),
-        Command::Expiry(args) => runtime.block_on(in_process::expiry(args)),
-        Command::Grpc(_) => unreachable!("handled above"),
+        Command::Engine(args) => runtime()?.block_on(in_process::engine(args)),
+        Command::Expiry(args) => runtime()?.block_on(in_process::expiry(args)),
+        // Builds its own runtimes: one for the servers, one for the load generator.
+        Command::Grpc(args) => grpc::run(args),
     }
 }
 
