@@ -342,7 +342,16 @@ pub fn run(args: GrpcArgs) -> Result<()> {
 
     let mut rates = BTreeMap::new();
     let mut held_acknowledged = 0u64;
+    let commit = |engine: &engine::Engine| {
+        let stats = engine.commit_stats();
+        (
+            stats.flushes.load(Ordering::Relaxed),
+            stats.records.load(Ordering::Relaxed),
+            stats.flush_nanos_total.load(Ordering::Relaxed),
+        )
+    };
     for mode in &args.modes {
+        let before = commit(running.engine());
         let outcome = match mode.as_str() {
             "noop" => clients.block_on(unary(noop_addr, &event_id, &args))?,
             "unary" => clients.block_on(unary(grpc, &event_id, &args))?,
@@ -350,6 +359,16 @@ pub fn run(args: GrpcArgs) -> Result<()> {
             other => anyhow::bail!("unknown mode `{other}`; use noop, unary, stream"),
         };
         rates.insert(mode.clone(), outcome.print(mode));
+        let after = commit(running.engine());
+        let flushes = (after.0 - before.0).max(1);
+        if mode != "noop" {
+            println!(
+                "{mode} commit: {} flushes, {:.0} records per flush, {:.2} ms per flush (write + fsync)",
+                after.0 - before.0,
+                (after.1 - before.1) as f64 / flushes as f64,
+                (after.2 - before.2) as f64 / flushes as f64 / 1e6
+            );
+        }
         if mode != "noop" {
             held_acknowledged += outcome.ok;
         }

@@ -93,7 +93,19 @@ impl v1::event_admin_server::EventAdmin for Api {
         self.unary("CreateEvent", async {
             let spec = convert::event_spec(request.into_inner())?;
             let event = convert::event_to_proto(&spec, spec.status);
-            let summary = self.engine.create_event(spec).await?;
+            // In a task of its own: a client that gives up (deadline, disconnect) drops this
+            // handler, and creation must not stop between the durable record and the actor's
+            // start.
+            let engine = self.engine.clone();
+            let summary = tokio::spawn(async move { engine.create_event(spec).await })
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        Code::Internal,
+                        "ACTOR_START",
+                        format!("event creation failed: {e}"),
+                    )
+                })??;
             tracing::info!(event_id = %summary.id, name = %summary.name, "event created");
             Ok(v1::CreateEventResponse {
                 event: Some(event),
