@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod deadline;
 mod flow;
 mod health;
 mod idempotency;
