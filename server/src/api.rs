@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use config::ApiConfig;
 use engine::Engine;
-use engine::inventory::{EventId, ReserveRequest};
+use engine::inventory::{EventId, Hold, ReserveRequest};
 use futures_util::StreamExt;
 use proto::v1;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -394,26 +394,34 @@ async fn stream_reservations(
             tokio::spawn(async move {
                 let decided = handle.reserve_many(requests).await;
                 let elapsed = received.elapsed();
-                let responses: Vec<v1::ReserveStreamResponse> = match decided {
-                    Ok(results) => ids
+                let results: Vec<Result<Hold, ApiError>> = match decided {
+                    Ok(results) => results
                         .into_iter()
-                        .zip(results)
-                        .map(|(request_id, result)| match result {
+                        .map(|r| r.map_err(ApiError::from))
+                        .collect(),
+                    Err(e) => vec![Err(ApiError::from(e)); ids.len()],
+                };
+                let mut outcomes: HashMap<&'static str, u64> = HashMap::new();
+                let responses: Vec<v1::ReserveStreamResponse> = ids
+                    .into_iter()
+                    .zip(results)
+                    .map(|(request_id, result)| {
+                        *outcomes.entry(outcome(&result)).or_default() += 1;
+                        match result {
                             Ok(hold) => v1::ReserveStreamResponse {
                                 request_id,
                                 result: Some(v1::reserve_stream_response::Result::Hold(
                                     convert::hold_to_proto(&hold),
                                 )),
                             },
-                            Err(e) => refused(request_id, &ApiError::from(e)),
-                        })
-                        .collect(),
-                    Err(e) => {
-                        let e = ApiError::from(e);
-                        ids.into_iter().map(|id| refused(id, &e)).collect()
-                    }
-                };
-                count_stream_outcomes(elapsed, &responses);
+                            Err(e) => refused(request_id, &e),
+                        }
+                    })
+                    .collect();
+                // One count and one latency sample per outcome of the group.
+                for (outcome, count) in outcomes {
+                    telemetry::rpc_many("ReserveStream", elapsed, outcome, count);
+                }
                 for response in responses {
                     if answers.send(Ok(response)).await.is_err() {
                         break;
@@ -423,35 +431,6 @@ async fn stream_reservations(
             });
         }
     }
-}
-
-/// Counts one decided group by outcome, with one latency sample per outcome.
-fn count_stream_outcomes(elapsed: Duration, responses: &[v1::ReserveStreamResponse]) {
-    let mut by_outcome: HashMap<String, u64> = HashMap::new();
-    let mut held = 0u64;
-    for r in responses {
-        match &r.result {
-            Some(v1::reserve_stream_response::Result::Error(e)) => {
-                *by_outcome.entry(e.reason.clone()).or_default() += 1;
-            }
-            _ => held += 1,
-        }
-    }
-    if held > 0 {
-        telemetry::rpc_many("ReserveStream", elapsed, "OK", held);
-    }
-    for (reason, count) in by_outcome {
-        telemetry::rpc_many("ReserveStream", elapsed, reason_label(&reason), count);
-    }
-}
-
-/// The static label for a reason that came back as text.
-fn reason_label(reason: &str) -> &'static str {
-    crate::status::REASONS
-        .iter()
-        .find(|r| **r == reason)
-        .copied()
-        .unwrap_or("OTHER")
 }
 
 #[tonic::async_trait]

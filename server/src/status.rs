@@ -14,7 +14,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The `ErrorInfo` domain of every boxoffice reason.
 pub const ERROR_DOMAIN: &str = "boxoffice";
 
-/// Every reason this server sends, for metric labels.
+/// Every reason this server sends; each must be documented in the proto files (tested).
 pub const REASONS: &[&str] = &[
     "INVALID_ARGUMENT",
     "MAX_PER_ORDER",
