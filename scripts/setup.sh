@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing boxoffice needs on a fresh machine. Idempotent: every step
-# checks first, so a second run takes a second. Today that is the Rust toolchain's own tools;
-# later parts of the product add their installs here.
+# checks first, so a second run takes a second. The Rust toolchain's own tools, a C compiler, and
+# from Debian's packages the bench's baselines (PostgreSQL, Redis) and the headless browser that
+# checks its HTML report (Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,11 +13,25 @@ if ! need cargo; then
     exit 1
 fi
 
-# A C compiler builds the bundled C of zstd (sled) and mimalloc.
-if ! need cc; then
-    echo "setup: installing a C compiler"
-    apt-get update -qq && apt-get install -y -qq gcc >/dev/null
+# Debian packages, each with the file that shows it is there:
+# - gcc builds the bundled C of zstd (sled) and mimalloc;
+# - postgresql and redis-server are the bench's baselines (scripts/baselines.sh starts them);
+# - chromium opens the bench's HTML report in a test.
+missing=()
+need cc || missing+=(gcc)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+need redis-server || missing+=(redis-server)
+need chromium || missing+=(chromium)
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
 fi
+# Debian starts the packaged servers as services where it can; the bench starts its own on other
+# ports, so the packaged ones are left as Debian set them up.
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "setup: installing cargo-nextest"

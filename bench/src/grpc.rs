@@ -286,14 +286,7 @@ pub fn run(args: GrpcArgs) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| temp.as_ref().expect("temp").path().to_path_buf());
-    let mut config = config::Config::default();
-    config.storage.data_dir = data_dir;
-    config.api.listen = "127.0.0.1:0".parse()?;
-    config.metrics.listen = "127.0.0.1:0".parse()?;
-    config.limits.max_capacity_per_tier = 1_000_000_000;
-    config.limits.max_open_holds_per_event = 100_000_000;
-    config.limits.max_open_holds_per_customer = 1_000_000;
-    config.engine.max_in_flight_per_event = 1_000_000;
+    let config = crate::run::engine_config(data_dir)?;
 
     let running = servers.block_on(server::start(&config))?;
     let (noop_stop, noop_stop_rx) = watch::channel(false);
@@ -308,29 +301,9 @@ pub fn run(args: GrpcArgs) -> Result<()> {
 
     let event_id = clients.block_on(async {
         let mut admin = v1::event_admin_client::EventAdminClient::new(connect(grpc).await?);
-        let request = v1::CreateEventRequest {
-            name: "Bench drop".into(),
-            venue: "Bench arena".into(),
-            starts_at: Some(prost_types::Timestamp {
-                seconds: 4_000_000_000,
-                nanos: 0,
-            }),
-            status: v1::EventStatus::OnSale as i32,
-            currency: "EUR".into(),
-            default_hold_ttl_seconds: 3_600,
-            tiers: vec![v1::Tier {
-                code: "GA".into(),
-                name: "General admission".into(),
-                price_minor: 5_000,
-                fee_minor: 250,
-                max_per_order: 8,
-                stock: Some(v1::tier::Stock::GeneralAdmission(v1::GeneralAdmission {
-                    capacity: 1_000_000_000,
-                })),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let mut scenario = crate::scenario::Scenario::built_in("throughput")?;
+        scenario.events.hold_ttl_seconds = 3_600;
+        let request = crate::target::create_event_request(&scenario, 0);
         let event = admin
             .create_event(with_key(request))
             .await?

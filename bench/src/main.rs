@@ -1,12 +1,21 @@
 //! `boxoffice-bench`: measures boxoffice under ticket-drop load and prints the figures with the
 //! machine and the command, so a result can be reproduced and compared.
 //!
-//! `engine` and `expiry` drive the engine in process (no network): sustained durable reservations,
-//! and how late holds come back on sale. `grpc` measures the server over loopback against a no-op
-//! service with the same surface.
+//! `run` drives a scenario (hot drop, many events, seat map, availability, or a team's TOML file)
+//! against one or more targets side by side, audits every run and writes JSON and HTML reports;
+//! `report` puts saved runs side by side. `engine` and `expiry` drive the engine in process (no
+//! network): sustained durable reservations, and how late holds come back on sale. `grpc` is the
+//! quick unary-versus-stream check of the server over loopback against the no-op service.
 
+mod baseline;
 mod grpc;
 mod in_process;
+mod load;
+mod report;
+mod results;
+mod run;
+mod scenario;
+mod target;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -24,6 +33,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A scenario against one or more targets, with an audit and JSON/HTML reports.
+    Run(run::RunArgs),
+    /// One HTML page from several JSON reports, their runs side by side.
+    Report(report::ReportArgs),
     /// Durable reservations against one hot event, engine in process.
     Engine(in_process::EngineArgs),
     /// Lateness of hold expiry (1 s TTL) while the event is under load, engine in process.
@@ -40,6 +53,9 @@ fn main() -> Result<()> {
             .build()
     };
     match cli.command {
+        // Builds its own runtimes: one for the servers, one for the load generator.
+        Command::Run(args) => run::run(args),
+        Command::Report(args) => report::report(args),
         Command::Engine(args) => runtime()?.block_on(in_process::engine(args)),
         Command::Expiry(args) => runtime()?.block_on(in_process::expiry(args)),
         // Builds its own runtimes: one for the servers, one for the load generator.

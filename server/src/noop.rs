@@ -1,11 +1,14 @@
-//! A `Reservations` service that answers without touching an engine: the transport's ceiling on
-//! a machine. Its answers have the shape and about the size of real ones (a hold with one line),
-//! and it does no authentication, no durability and no bookkeeping, so a benchmark of the real
-//! service against it shows what boxoffice itself costs. For benchmarks only.
+//! `Reservations` and `Availability` services that answer without touching an engine: the
+//! transport's ceiling on a machine. Reserve, ReserveStream, Confirm, Release and GetAvailability
+//! answer with messages of the shape and about the size of real ones (a hold with one line, an
+//! order, one tier's counts); the rest answer UNIMPLEMENTED. They do no authentication, no
+//! durability and no bookkeeping, so a benchmark of the real service against them shows what
+//! boxoffice itself costs. For benchmarks only.
 
 use std::net::SocketAddr;
 
 use proto::v1;
+use proto::v1::availability_server::{Availability, AvailabilityServer};
 use proto::v1::reservations_server::{Reservations, ReservationsServer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -50,10 +53,39 @@ fn hold_for(request: &v1::ReserveRequest) -> v1::Hold {
     }
 }
 
+fn order_for(request: &v1::ConfirmRequest) -> v1::Order {
+    let now_ms = engine::actor::wall_clock_ms();
+    v1::Order {
+        order_id: Uuid::now_v7().to_string(),
+        event_id: request.event_id.clone(),
+        hold_id: request.hold_id.clone(),
+        customer_id: String::new(),
+        lines: vec![v1::Line {
+            tier_code: "GA".into(),
+            quantity: 1,
+            seats: vec![],
+            unit_price_minor: 5_000,
+            unit_fee_minor: 250,
+        }],
+        currency: "EUR".into(),
+        subtotal_minor: 5_000,
+        fees_minor: 250,
+        total_minor: 5_250,
+        payment_reference: request
+            .payment
+            .as_ref()
+            .map(|p| p.reference.clone())
+            .unwrap_or_default(),
+        status: v1::OrderStatus::PendingPayment as i32,
+        created_at: timestamp(now_ms),
+        updated_at: timestamp(now_ms),
+    }
+}
+
 fn unimplemented() -> Status {
     Status::new(
         Code::Unimplemented,
-        "the no-op server only answers Reserve and ReserveStream",
+        "the no-op server answers Reserve, ReserveStream, Confirm, Release and GetAvailability only",
     )
 }
 
@@ -70,16 +102,24 @@ impl Reservations for NoopReservations {
 
     async fn confirm(
         &self,
-        _: Request<v1::ConfirmRequest>,
+        request: Request<v1::ConfirmRequest>,
     ) -> Result<Response<v1::ConfirmResponse>, Status> {
-        Err(unimplemented())
+        Ok(Response::new(v1::ConfirmResponse {
+            order: Some(order_for(request.get_ref())),
+        }))
     }
 
     async fn release(
         &self,
-        _: Request<v1::ReleaseRequest>,
+        request: Request<v1::ReleaseRequest>,
     ) -> Result<Response<v1::ReleaseResponse>, Status> {
-        Err(unimplemented())
+        let request = request.into_inner();
+        let mut hold = hold_for(&v1::ReserveRequest {
+            event_id: request.event_id,
+            ..Default::default()
+        });
+        hold.hold_id = request.hold_id;
+        Ok(Response::new(v1::ReleaseResponse { hold: Some(hold) }))
     }
 
     async fn get_hold(
@@ -127,13 +167,47 @@ impl Reservations for NoopReservations {
     }
 }
 
-/// Serves the no-op service on `listener` until `stop` turns true.
+#[derive(Clone, Copy, Default)]
+pub struct NoopAvailability;
+
+#[tonic::async_trait]
+impl Availability for NoopAvailability {
+    async fn get_availability(
+        &self,
+        request: Request<v1::GetAvailabilityRequest>,
+    ) -> Result<Response<v1::GetAvailabilityResponse>, Status> {
+        Ok(Response::new(v1::GetAvailabilityResponse {
+            event_id: request.into_inner().event_id,
+            status: v1::EventStatus::OnSale as i32,
+            tiers: vec![v1::TierAvailability {
+                tier_code: "GA".into(),
+                capacity: 1_000,
+                available: 1_000,
+                held: 0,
+                sold: 0,
+            }],
+            seats: vec![],
+        }))
+    }
+
+    type WatchAvailabilityStream = ReceiverStream<Result<v1::WatchAvailabilityResponse, Status>>;
+
+    async fn watch_availability(
+        &self,
+        _: Request<v1::WatchAvailabilityRequest>,
+    ) -> Result<Response<Self::WatchAvailabilityStream>, Status> {
+        Err(unimplemented())
+    }
+}
+
+/// Serves the no-op services on `listener` until `stop` turns true.
 pub async fn serve(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     Server::builder()
         .add_service(ReservationsServer::new(NoopReservations))
+        .add_service(AvailabilityServer::new(NoopAvailability))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
