@@ -16,12 +16,14 @@ fi
 # Debian packages, each with the file that shows it is there:
 # - gcc builds the bundled C of zstd (sled) and mimalloc;
 # - postgresql and redis-server are the bench's baselines (scripts/baselines.sh starts them);
-# - chromium opens the bench's HTML report in a test.
+# - chromium opens the bench's HTML report in a test;
+# - openssl makes the certificates of the TLS test.
 missing=()
 need cc || missing+=(gcc)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 need redis-server || missing+=(redis-server)
 need chromium || missing+=(chromium)
+need openssl || missing+=(openssl)
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
     sudo=()

@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// A scenario against one or more targets, with an audit and JSON/HTML reports.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// One HTML page from several JSON reports, their runs side by side.
     Report(report::ReportArgs),
     /// Durable reservations against one hot event, engine in process.
@@ -54,7 +54,7 @@ fn main() -> Result<()> {
     };
     match cli.command {
         // Builds its own runtimes: one for the servers, one for the load generator.
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Report(args) => report::report(args),
         Command::Engine(args) => runtime()?.block_on(in_process::engine(args)),
         Command::Expiry(args) => runtime()?.block_on(in_process::expiry(args)),

@@ -25,7 +25,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "hot-drop")]
     scenario: String,
     /// A target; repeat to measure several side by side: noop, noop-stream, embedded,
-    /// embedded-stream, engine, grpc=http://HOST:PORT, grpc-stream=http://HOST:PORT,
+    /// embedded-stream, engine, grpc=http[s]://HOST:PORT, grpc-stream=http[s]://HOST:PORT,
     /// postgres=postgres://USER@HOST:PORT/DB, redis=redis://HOST:PORT.
     #[arg(long = "target", value_name = "TARGET", default_value = "embedded")]
     targets: Vec<TargetSpec>,
@@ -53,6 +53,14 @@ pub struct RunArgs {
     /// API key for gRPC targets (a storefront and admin key; the development key by default).
     #[arg(long, env = "BOXOFFICE_BENCH_API_KEY", default_value = config::DEV_API_KEY, hide_env_values = true)]
     api_key: String,
+    /// For `https://` gRPC targets: a PEM file of the CA that signed the server's certificate
+    /// (default: the system's trusted roots).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// For `https://` gRPC targets: the name the server's certificate must carry (default: the
+    /// address's host).
+    #[arg(long)]
+    tls_domain: Option<String>,
     /// Connections per gRPC target (each carries one ReserveStream in stream mode), and
     /// multiplexed connections to Redis.
     #[arg(long, default_value_t = 4)]
@@ -154,6 +162,13 @@ fn start(
     let how = Connection {
         connections: args.connections,
         api_key: args.api_key.clone(),
+        tls_ca_pem: match &args.tls_ca {
+            Some(path) => Some(
+                std::fs::read(path).with_context(|| format!("read --tls-ca {}", path.display()))?,
+            ),
+            None => None,
+        },
+        tls_domain: args.tls_domain.clone(),
     };
     Ok(match spec {
         TargetSpec::Noop { stream } => {

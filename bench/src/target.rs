@@ -52,7 +52,7 @@ pub enum TargetSpec {
 }
 
 pub const TARGET_HELP: &str = "noop, noop-stream, embedded, embedded-stream, engine, \
-grpc=http://HOST:PORT, grpc-stream=http://HOST:PORT, postgres=postgres://USER@HOST:PORT/DB, \
+grpc=http[s]://HOST:PORT, grpc-stream=http[s]://HOST:PORT, postgres=postgres://USER@HOST:PORT/DB, \
 redis=redis://HOST:PORT";
 
 impl std::str::FromStr for TargetSpec {
@@ -363,16 +363,42 @@ pub struct GrpcTarget {
 pub struct Connection {
     pub connections: usize,
     pub api_key: String,
+    /// For `https://` addresses: a PEM CA certificate to trust (default: the system's roots).
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// For `https://` addresses: the name the certificate must carry (default: the URL's host).
+    pub tls_domain: Option<String>,
+}
+
+impl Connection {
+    fn endpoint(&self, url: &str) -> Result<tonic::transport::Endpoint> {
+        let endpoint = Channel::from_shared(url.to_string())
+            .with_context(|| format!("bad gRPC address `{url}`"))?
+            .tcp_nodelay(true);
+        if !url.starts_with("https://") {
+            return Ok(endpoint);
+        }
+        let mut tls = tonic::transport::ClientTlsConfig::new();
+        tls = match &self.tls_ca_pem {
+            Some(pem) => tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            None => tls.with_native_roots(),
+        };
+        let domain = match &self.tls_domain {
+            Some(domain) => domain.clone(),
+            None => endpoint.uri().host().unwrap_or_default().to_string(),
+        };
+        endpoint
+            .tls_config(tls.domain_name(domain))
+            .context("TLS settings")
+    }
 }
 
 impl GrpcTarget {
     pub async fn connect(url: &str, stream: bool, noop: bool, how: &Connection) -> Result<Self> {
         let mut channels = Vec::new();
+        let endpoint = how.endpoint(url)?;
         for _ in 0..how.connections.max(1) {
             channels.push(
-                Channel::from_shared(url.to_string())
-                    .with_context(|| format!("bad gRPC address `{url}`"))?
-                    .tcp_nodelay(true)
+                endpoint
                     .connect()
                     .await
                     .with_context(|| format!("connect to {url}"))?,

@@ -406,3 +406,149 @@ fn bad_invocations_are_refused_with_a_reason() {
         "missing.json",
     );
 }
+
+/// A CA and a certificate for `localhost` signed by it, made with the openssl command.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("run openssl (scripts/setup.sh installs it)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=bench test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").expect("write");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_behind_tls_is_measured_when_its_ca_is_trusted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ca, cert, key) = certificates(dir.path());
+    let mut config = config::Config::default();
+    config.storage.data_dir = dir.path().join("data");
+    config.api.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics.enabled = false;
+    config.api.tls_cert_path = Some(cert);
+    config.api.tls_key_path = Some(key);
+    let running = server::start(&config).await.expect("start a TLS server");
+    let port = running.grpc_addr.port();
+
+    let path = dir.path().to_path_buf();
+    let ca_arg = ca.to_str().unwrap().to_string();
+    let drop = scenario(dir.path(), "drop", SMALL_DROP);
+    let attempts = tokio::task::spawn_blocking(move || {
+        let tls = format!("grpc=https://127.0.0.1:{port}");
+        let plain = format!("grpc=http://127.0.0.1:{port}");
+        let common = [
+            "run",
+            "--scenario",
+            drop.to_str().unwrap(),
+            "--concurrency",
+            "20",
+            "--requests",
+            "500",
+            "--warmup-seconds",
+            "0",
+        ];
+        let attempt = |extra: &[&str]| {
+            bench()
+                .current_dir(&path)
+                .args(common)
+                .args(extra)
+                .output()
+                .expect("start boxoffice-bench")
+        };
+        let trusted = attempt(&[
+            "--target",
+            &tls,
+            "--tls-ca",
+            &ca_arg,
+            "--tls-domain",
+            "localhost",
+            "--json",
+            "tls.json",
+        ]);
+        let untrusted = attempt(&["--target", &tls, "--tls-domain", "localhost"]);
+        let plaintext = attempt(&["--target", &plain]);
+        (trusted, untrusted, plaintext)
+    })
+    .await
+    .expect("bench runs");
+    running.stop().await.expect("stop");
+
+    let (trusted, untrusted, plaintext) = attempts;
+    assert!(
+        trusted.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&trusted.stdout),
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let report = read_report(&dir.path().join("tls.json"));
+    assert_audited(&report);
+    assert!(count(&runs(&report)[0], "reserve", "HELD") >= 500);
+    // The certificate is checked: without the CA, and in plaintext, nothing is measured.
+    for (name, output) in [("untrusted", &untrusted), ("plaintext", &plaintext)] {
+        assert!(!output.status.success(), "{name} run succeeded");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("boxoffice gRPC at"), "{name}: {stderr}");
+    }
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(stderr.contains("invalid peer certificate"), "{stderr}");
+}

@@ -199,6 +199,10 @@ pub struct ApiConfig {
     pub max_concurrent_streams_per_connection: u32,
     /// On SIGTERM or SIGINT, how long in-flight calls get to finish before the server stops anyway.
     pub shutdown_grace_ms: u64,
+    /// Serve TLS with this PEM certificate chain; with `tls_key_path`, or neither (plaintext).
+    pub tls_cert_path: Option<PathBuf>,
+    /// The PEM private key of `tls_cert_path`.
+    pub tls_key_path: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -212,6 +216,8 @@ impl Default for ApiConfig {
             max_watchers: 10_000,
             max_concurrent_streams_per_connection: 1_024,
             shutdown_grace_ms: 10_000,
+            tls_cert_path: None,
+            tls_key_path: None,
         }
     }
 }
@@ -401,6 +407,21 @@ impl Config {
                 });
             }
             Ok(())
+        }
+        match (&self.api.tls_cert_path, &self.api.tls_key_path) {
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    key: "api.tls_key_path",
+                    problem: "must be set when api.tls_cert_path is".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "api.tls_cert_path",
+                    problem: "must be set when api.tls_key_path is".into(),
+                });
+            }
+            _ => {}
         }
         let s = &self.storage;
         if s.data_dir.as_os_str().is_empty() {
@@ -634,6 +655,29 @@ mod tests {
         .unwrap();
         assert_eq!(parsed.limits.max_items_per_request, 9);
         assert_eq!(parsed.storage.data_dir, PathBuf::from("/tmp/x y"));
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_its_key_together() {
+        let both = Config::from_toml_with_env(
+            "[api]\ntls_cert_path = \"/etc/b/server.pem\"\n",
+            "f",
+            env(&[("BOXOFFICE_API__TLS_KEY_PATH", "/etc/b/server.key")]),
+        )
+        .unwrap();
+        assert_eq!(
+            both.api.tls_key_path,
+            Some(PathBuf::from("/etc/b/server.key"))
+        );
+        for (text, missing) in [
+            ("[api]\ntls_cert_path = \"a.pem\"\n", "api.tls_key_path"),
+            ("[api]\ntls_key_path = \"a.key\"\n", "api.tls_cert_path"),
+        ] {
+            let err = Config::from_toml_with_env(text, "f", env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(missing), "{err}");
+        }
     }
 
     #[test]

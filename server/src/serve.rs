@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -125,8 +125,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     );
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut stopping = stop_rx.clone();
+    let mut builder = Server::builder();
+    if let (Some(cert), Some(key)) = (&config.api.tls_cert_path, &config.api.tls_key_path) {
+        let read = |key_name: &str, path: &std::path::Path| {
+            std::fs::read(path)
+                .with_context(|| format!("cannot read {key_name} = {}", path.display()))
+        };
+        let identity = Identity::from_pem(
+            read("api.tls_cert_path", cert)?,
+            read("api.tls_key_path", key)?,
+        );
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .context("api.tls_cert_path / api.tls_key_path: not a usable certificate and key")?;
+    }
     let server = tokio::spawn(
-        Server::builder()
+        builder
             .max_concurrent_streams(config.api.max_concurrent_streams_per_connection)
             .add_service(health_service)
             .add_service(reflection_v1)
