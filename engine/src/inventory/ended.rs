@@ -12,6 +12,13 @@ use serde::{Deserialize, Serialize};
 use super::{HashMap, HoldEnd, HoldId};
 
 const CHUNK_NOTES: usize = 65_536;
+/// Room a chunk starts with when it is the only one. It grows by doubling, each growth rehashing
+/// at most a chunk's notes; a chunk after a full one starts full-sized. Pre-sizing every event's
+/// first chunk cost each event about 2.4 MB, which the kernel zeroed page by page when its first
+/// holds ended: 200 events whose holds expired together stalled the engine for about a second
+/// (`boxoffice-bench run`, 200 events, 5 s holds; perf: `clear_page_erms` under
+/// `HashMap::insert`).
+const FIRST_CHUNK_NOTES: usize = 256;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Chunk {
@@ -33,9 +40,14 @@ impl EndedNotes {
             .back()
             .is_none_or(|c| c.notes.len() >= CHUNK_NOTES)
         {
+            let room = if self.chunks.is_empty() {
+                FIRST_CHUNK_NOTES
+            } else {
+                CHUNK_NOTES
+            };
             self.chunks.push_back(Chunk {
                 newest_at_ms: at_ms,
-                notes: HashMap::with_capacity_and_hasher(CHUNK_NOTES, Default::default()),
+                notes: HashMap::with_capacity_and_hasher(room, Default::default()),
             });
         }
         let chunk = self.chunks.back_mut().expect("just ensured");
@@ -103,5 +115,18 @@ mod tests {
         notes.prune(1_002 + 10 + 1, 10, usize::MAX);
         assert_eq!(notes.len(), 1);
         assert_eq!(notes.get(&id(7)), Some(HoldEnd::Released));
+    }
+
+    #[test]
+    fn an_event_with_few_ended_holds_keeps_little_room_for_notes() {
+        let mut notes = EndedNotes::default();
+        notes.note(HoldId(Uuid::from_u128(1)), HoldEnd::Expired, 1_000);
+        assert!(notes.chunks[0].notes.capacity() < 1_024);
+        // A chunk after a full one starts full-sized: no growth while a busy event fills it.
+        for n in 2..=(CHUNK_NOTES as u128 + 1) {
+            notes.note(HoldId(Uuid::from_u128(n)), HoldEnd::Expired, 1_000);
+        }
+        assert_eq!(notes.chunks.len(), 2);
+        assert!(notes.chunks[1].notes.capacity() >= CHUNK_NOTES);
     }
 }
