@@ -14,13 +14,57 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use proto::v1;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::target::{EventCounts, Held, Refusal, TierCounts, TierRef};
 
 /// The baselines' expiry job runs this often.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Connections used one call at a time, as an application worker uses its own: a call waits for
+/// an idle one. A connection goes back to the pool when its call ends, also when the call is
+/// dropped half-way (a run that ends, a client that gives up).
+struct Pool<T> {
+    idle: std::sync::Mutex<Vec<T>>,
+    permits: Semaphore,
+    size: usize,
+}
+
+/// A connection taken from a `Pool`, put back on drop.
+struct Lease<'a, T> {
+    pool: &'a Pool<T>,
+    item: Option<T>,
+}
+
+impl<T> Drop for Lease<'_, T> {
+    fn drop(&mut self) {
+        if let Some(item) = self.item.take() {
+            self.pool.idle.lock().expect("pool lock").push(item);
+        }
+    }
+}
+
+impl<T> Pool<T> {
+    fn new(items: Vec<T>) -> Pool<T> {
+        Pool {
+            permits: Semaphore::new(items.len()),
+            size: items.len(),
+            idle: std::sync::Mutex::new(items),
+        }
+    }
+
+    async fn with<R>(&self, work: impl AsyncFnOnce(&mut T) -> R) -> R {
+        // The lease is declared after the permit, so it is dropped first: the connection is
+        // back in the pool before the permit lets the next call take one.
+        let _permit = self.permits.acquire().await.expect("never closed");
+        let mut lease = Lease {
+            pool: self,
+            item: self.idle.lock().expect("pool lock").pop(),
+        };
+        work(lease.item.as_mut().expect("a permit per idle connection")).await
+    }
+}
 
 fn general_admission(request: &v1::ReserveRequest) -> Result<(String, u32), Refusal> {
     match request.items.as_slice() {
@@ -143,10 +187,8 @@ impl PgConnection {
 /// The PostgreSQL baseline: a pool of connections, one transaction per reservation.
 pub struct Postgres {
     url: String,
-    pool: Mutex<Vec<PgConnection>>,
-    permits: Semaphore,
+    pool: Pool<PgConnection>,
     sweeper: Client,
-    connections: usize,
 }
 
 fn pg_refusal(e: tokio_postgres::Error) -> Refusal {
@@ -175,33 +217,15 @@ impl Postgres {
         }
         Ok(Arc::new(Postgres {
             url: redact(url),
-            permits: Semaphore::new(pool.len()),
-            connections: pool.len(),
-            pool: Mutex::new(pool),
+            pool: Pool::new(pool),
             sweeper,
         }))
-    }
-
-    async fn with<T>(
-        &self,
-        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, Refusal>,
-    ) -> Result<T, Refusal> {
-        let _permit = self.permits.acquire().await.expect("never closed");
-        let mut connection = self
-            .pool
-            .lock()
-            .await
-            .pop()
-            .expect("a permit per connection");
-        let result = work(&mut connection).await;
-        self.pool.lock().await.push(connection);
-        result
     }
 
     pub async fn notes(&self) -> Vec<String> {
         let mut notes = vec![format!(
             "{} at {}, {} connections, READ COMMITTED",
-            "PostgreSQL", self.url, self.connections
+            "PostgreSQL", self.url, self.pool.size
         )];
         for setting in [
             "server_version",
@@ -239,38 +263,39 @@ impl Postgres {
         let ttl = f64::from(ttl_seconds(request));
         let hold_id = uuid::Uuid::now_v7().to_string();
         let q = i64::from(quantity);
-        self.with(async |c: &mut PgConnection| {
-            let tx = c.client.transaction().await.map_err(pg_refusal)?;
-            let row = tx
-                .query_opt(&c.lock_tier, &[&request.event_id, &tier])
+        self.pool
+            .with(async |c: &mut PgConnection| {
+                let tx = c.client.transaction().await.map_err(pg_refusal)?;
+                let row = tx
+                    .query_opt(&c.lock_tier, &[&request.event_id, &tier])
+                    .await
+                    .map_err(pg_refusal)?;
+                let Some(row) = row else {
+                    return Err(Refusal::new("EVENT_NOT_FOUND"));
+                };
+                if row.get::<_, i64>(0) < q {
+                    return Err(Refusal::new("SOLD_OUT"));
+                }
+                tx.execute(&c.take, &[&request.event_id, &tier, &q])
+                    .await
+                    .map_err(pg_refusal)?;
+                tx.execute(
+                    &c.insert_hold,
+                    &[
+                        &hold_id,
+                        &request.event_id,
+                        &tier,
+                        &request.customer_id,
+                        &q,
+                        &ttl,
+                    ],
+                )
                 .await
                 .map_err(pg_refusal)?;
-            let Some(row) = row else {
-                return Err(Refusal::new("EVENT_NOT_FOUND"));
-            };
-            if row.get::<_, i64>(0) < q {
-                return Err(Refusal::new("SOLD_OUT"));
-            }
-            tx.execute(&c.take, &[&request.event_id, &tier, &q])
-                .await
-                .map_err(pg_refusal)?;
-            tx.execute(
-                &c.insert_hold,
-                &[
-                    &hold_id,
-                    &request.event_id,
-                    &tier,
-                    &request.customer_id,
-                    &q,
-                    &ttl,
-                ],
-            )
-            .await
-            .map_err(pg_refusal)?;
-            tx.commit().await.map_err(pg_refusal)?;
-            Ok(())
-        })
-        .await?;
+                tx.commit().await.map_err(pg_refusal)?;
+                Ok(())
+            })
+            .await?;
         Ok(Held {
             hold_id,
             quantity,
@@ -280,53 +305,55 @@ impl Postgres {
 
     pub async fn confirm(&self, hold_id: &str) -> Result<(), Refusal> {
         let hold_id = hold_id.to_string();
-        self.with(async |c: &mut PgConnection| {
-            let tx = c.client.transaction().await.map_err(pg_refusal)?;
-            let row = tx
-                .query_opt(&c.confirm_hold, &[&hold_id])
-                .await
-                .map_err(pg_refusal)?;
-            let Some(row) = row else {
-                let state = tx
-                    .query_opt(&c.hold_state, &[&hold_id])
+        self.pool
+            .with(async |c: &mut PgConnection| {
+                let tx = c.client.transaction().await.map_err(pg_refusal)?;
+                let row = tx
+                    .query_opt(&c.confirm_hold, &[&hold_id])
                     .await
                     .map_err(pg_refusal)?;
-                return Err(Refusal::new(match state {
-                    None => "HOLD_NOT_FOUND",
-                    Some(row) if row.get::<_, String>(0) == "sold" => "HOLD_ALREADY_CONFIRMED",
-                    Some(_) => "HOLD_EXPIRED",
-                }));
-            };
-            let (event, tier, quantity): (String, String, i64) =
-                (row.get(0), row.get(1), row.get(2));
-            tx.execute(&c.sell, &[&event, &tier, &quantity])
-                .await
-                .map_err(pg_refusal)?;
-            tx.commit().await.map_err(pg_refusal)
-        })
-        .await
+                let Some(row) = row else {
+                    let state = tx
+                        .query_opt(&c.hold_state, &[&hold_id])
+                        .await
+                        .map_err(pg_refusal)?;
+                    return Err(Refusal::new(match state {
+                        None => "HOLD_NOT_FOUND",
+                        Some(row) if row.get::<_, String>(0) == "sold" => "HOLD_ALREADY_CONFIRMED",
+                        Some(_) => "HOLD_EXPIRED",
+                    }));
+                };
+                let (event, tier, quantity): (String, String, i64) =
+                    (row.get(0), row.get(1), row.get(2));
+                tx.execute(&c.sell, &[&event, &tier, &quantity])
+                    .await
+                    .map_err(pg_refusal)?;
+                tx.commit().await.map_err(pg_refusal)
+            })
+            .await
     }
 
     pub async fn availability(&self, event_id: &str) -> Result<Vec<TierCounts>, Refusal> {
         let event_id = event_id.to_string();
-        self.with(async |c: &mut PgConnection| {
-            let rows = c
-                .client
-                .query(&c.counts, &[&event_id])
-                .await
-                .map_err(pg_refusal)?;
-            Ok(rows
-                .iter()
-                .map(|r| TierCounts {
-                    code: r.get(0),
-                    capacity: r.get::<_, i64>(1) as u64,
-                    available: r.get::<_, i64>(2) as u64,
-                    held: r.get::<_, i64>(3) as u64,
-                    sold: r.get::<_, i64>(4) as u64,
-                })
-                .collect())
-        })
-        .await
+        self.pool
+            .with(async |c: &mut PgConnection| {
+                let rows = c
+                    .client
+                    .query(&c.counts, &[&event_id])
+                    .await
+                    .map_err(pg_refusal)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| TierCounts {
+                        code: r.get(0),
+                        capacity: r.get::<_, i64>(1) as u64,
+                        available: r.get::<_, i64>(2) as u64,
+                        held: r.get::<_, i64>(3) as u64,
+                        sold: r.get::<_, i64>(4) as u64,
+                    })
+                    .collect())
+            })
+            .await
     }
 
     /// The expiry job: every expired hold's tickets back on sale, in one statement.
@@ -415,10 +442,16 @@ const REDIS_EXPIRIES: &str = "bo:expiries";
 /// Holds the expiry job takes per script call, so one call never blocks Redis for long.
 const REDIS_SWEEP_BATCH: u32 = 1_000;
 
-/// The Redis baseline: multiplexed connections, one Lua script per reservation.
+/// The Redis baseline: one Lua script per reservation, over a pool of connections. By default
+/// each connection carries one script at a time, as the connection of one application worker
+/// does (the PostgreSQL baseline's pool is the same); pipelined, every shopper's script shares the
+/// connections, so Redis fsyncs many scripts at once.
 pub struct Redis {
     url: String,
     connections: Vec<redis::aio::MultiplexedConnection>,
+    /// Indices into `connections`, one call at a time on each; unused when pipelined.
+    pool: Pool<usize>,
+    pipelined: bool,
     next: std::sync::atomic::AtomicUsize,
     reserve: redis::Script,
     confirm: redis::Script,
@@ -430,7 +463,7 @@ fn redis_refusal(e: redis::RedisError) -> Refusal {
 }
 
 impl Redis {
-    pub async fn connect(url: &str, connections: usize) -> Result<Arc<Redis>> {
+    pub async fn connect(url: &str, connections: usize, pipelined: bool) -> Result<Arc<Redis>> {
         let client =
             redis::Client::open(url).with_context(|| format!("redis address {}", redact(url)))?;
         let mut pool = Vec::new();
@@ -444,7 +477,9 @@ impl Redis {
         }
         Ok(Arc::new(Redis {
             url: redact(url),
+            pool: Pool::new((0..pool.len()).collect()),
             connections: pool,
+            pipelined,
             next: Default::default(),
             reserve: redis::Script::new(REDIS_RESERVE),
             confirm: redis::Script::new(REDIS_CONFIRM),
@@ -457,12 +492,33 @@ impl Redis {
         self.connections[i % self.connections.len()].clone()
     }
 
+    /// Runs `work` on a connection: any, pipelined; else an idle one, waiting for one if none is.
+    async fn with<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection) -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
+        if self.pipelined {
+            return work(&mut self.connection()).await;
+        }
+        self.pool
+            .with(async |i: &mut usize| work(&mut self.connections[*i].clone()).await)
+            .await
+    }
+
     pub async fn notes(&self) -> Vec<String> {
-        let mut notes = vec![format!(
-            "Redis at {}, {} multiplexed connections",
-            self.url,
-            self.connections.len()
-        )];
+        let mut notes = vec![if self.pipelined {
+            format!(
+                "Redis at {}, {} connections shared by every shopper (pipelined)",
+                self.url,
+                self.connections.len()
+            )
+        } else {
+            format!(
+                "Redis at {}, {} connections, one script at a time on each (an application worker's connection)",
+                self.url,
+                self.connections.len()
+            )
+        }];
         let mut c = self.connection();
         for setting in ["appendonly", "appendfsync"] {
             let answer: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
@@ -507,8 +563,8 @@ impl Redis {
     pub async fn reserve(&self, request: &v1::ReserveRequest) -> Result<Held, Refusal> {
         let (tier, quantity) = general_admission(request)?;
         let hold_id = uuid::Uuid::now_v7().to_string();
-        let answer: i64 = self
-            .reserve
+        let mut script = self.reserve.prepare_invoke();
+        script
             .key(Self::tier_key(&request.event_id, &tier))
             .key(format!("bo:hold:{hold_id}"))
             .key(REDIS_EXPIRIES)
@@ -517,10 +573,12 @@ impl Redis {
             .arg(&hold_id)
             .arg(&request.event_id)
             .arg(&tier)
-            .arg(&request.customer_id)
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(redis_refusal)?;
+            .arg(&request.customer_id);
+        let answer: i64 = self
+            .with(async |c: &mut redis::aio::MultiplexedConnection| {
+                script.invoke_async(c).await.map_err(redis_refusal)
+            })
+            .await?;
         match answer {
             1 => Ok(Held {
                 hold_id,
@@ -533,14 +591,16 @@ impl Redis {
     }
 
     pub async fn confirm(&self, hold_id: &str) -> Result<(), Refusal> {
-        let answer: i64 = self
-            .confirm
+        let mut script = self.confirm.prepare_invoke();
+        script
             .key(format!("bo:hold:{hold_id}"))
             .key(REDIS_EXPIRIES)
-            .arg(hold_id)
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(redis_refusal)?;
+            .arg(hold_id);
+        let answer: i64 = self
+            .with(async |c: &mut redis::aio::MultiplexedConnection| {
+                script.invoke_async(c).await.map_err(redis_refusal)
+            })
+            .await?;
         match answer {
             1 => Ok(()),
             -1 => Err(Refusal::new("HOLD_NOT_FOUND")),
@@ -563,15 +623,18 @@ impl Redis {
     }
 
     async fn tier_counts(&self, event_id: &str, tier: &str) -> Result<TierCounts, Refusal> {
-        let values: Vec<Option<u64>> = redis::cmd("HMGET")
+        let mut command = redis::cmd("HMGET");
+        command
             .arg(Self::tier_key(event_id, tier))
             .arg("capacity")
             .arg("available")
             .arg("held")
-            .arg("sold")
-            .query_async(&mut self.connection())
-            .await
-            .map_err(redis_refusal)?;
+            .arg("sold");
+        let values: Vec<Option<u64>> = self
+            .with(async |c: &mut redis::aio::MultiplexedConnection| {
+                command.query_async(c).await.map_err(redis_refusal)
+            })
+            .await?;
         match values.as_slice() {
             [Some(capacity), Some(available), Some(held), Some(sold)] => Ok(TierCounts {
                 code: tier.to_string(),

@@ -61,11 +61,18 @@ pub struct RunArgs {
     /// address's host).
     #[arg(long)]
     tls_domain: Option<String>,
-    /// Connections per gRPC target (each carries one ReserveStream in stream mode), and
-    /// multiplexed connections to Redis.
+    /// Connections per gRPC target (each carries one ReserveStream in stream mode).
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// Connections to PostgreSQL: the most transactions in flight.
+    /// Connections to Redis: like application workers, each carries one script at a time.
+    #[arg(long, default_value_t = 64)]
+    redis_connections: usize,
+    /// Let every shopper's script share the Redis connections (pipelining), so Redis fsyncs many
+    /// at once: the strongest Redis setup, not how a pool of application workers talks to it.
+    #[arg(long)]
+    redis_pipelined: bool,
+    /// Connections to PostgreSQL: like application workers, each carries one transaction at a
+    /// time.
     #[arg(long, default_value_t = 64)]
     pg_connections: usize,
     /// Worker threads of the runtime that hosts the servers and the engine started in this
@@ -221,7 +228,11 @@ fn start(
             Started::Nothing,
         ),
         TargetSpec::Redis { url } => (
-            Target::Redis(rt.clients.block_on(Redis::connect(url, args.connections))?),
+            Target::Redis(rt.clients.block_on(Redis::connect(
+                url,
+                args.redis_connections,
+                args.redis_pipelined,
+            ))?),
             Started::Nothing,
         ),
     })

@@ -330,6 +330,17 @@ fn the_baselines_reserve_the_old_way_and_pass_the_same_audit() {
     }
     args.extend(["--json", "baselines.json"]);
     let output = bench().current_dir(dir.path()).args(&args).output();
+    // Redis again with every shopper's script sharing its connections.
+    let redis = *targets
+        .iter()
+        .find(|t| t.starts_with("redis="))
+        .expect("a redis target");
+    let pipelined = bench()
+        .current_dir(dir.path())
+        .args(["run", "--scenario", file.to_str().unwrap()])
+        .args(["--target", redis, "--redis-pipelined"])
+        .args(["--redis-connections", "2", "--json", "pipelined.json"])
+        .output();
 
     // A seat map is refused up front: the baselines model general admission only.
     let seats = bench()
@@ -363,10 +374,36 @@ fn the_baselines_reserve_the_old_way_and_pass_the_same_audit() {
             "{setting} not in {notes:?}"
         );
     }
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("one script at a time on each")),
+        "{notes:?}"
+    );
     for run in runs(&report) {
         assert!(count(run, "reserve", "HELD") > 0);
         assert!(count(run, "confirm", "CONFIRMED") > 0);
     }
+
+    let pipelined = pipelined.expect("start boxoffice-bench");
+    assert!(
+        pipelined.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&pipelined.stdout),
+        String::from_utf8_lossy(&pipelined.stderr)
+    );
+    let report = read_report(&dir.path().join("pipelined.json"));
+    assert_audited(&report);
+    let run = &runs(&report)[0];
+    assert!(count(run, "reserve", "HELD") > 0);
+    let notes = run["notes"].as_array().unwrap();
+    assert!(
+        notes.iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("2 connections shared by every shopper")),
+        "{notes:?}"
+    );
     assert!(!seats.status.success());
     let stderr = String::from_utf8_lossy(&seats.stderr);
     assert!(stderr.contains("general admission only"), "{stderr}");
