@@ -33,13 +33,18 @@ fn run_ok(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("start boxoffice-bench");
+    assert_exited_ok(&output, &format!("boxoffice-bench {args:?}"));
+    output
+}
+
+/// Panics with the run's output unless it exited 0.
+fn assert_exited_ok(output: &Output, what: &str) {
     assert!(
         output.status.success(),
-        "boxoffice-bench {args:?} failed\nstdout:\n{}\nstderr:\n{}",
+        "{what} failed\nstdout:\n{}\nstderr:\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    output
 }
 
 /// Runs `scenario` against `targets` in `dir` and reads back its JSON report.
@@ -351,12 +356,7 @@ fn the_baselines_reserve_the_old_way_and_pass_the_same_audit() {
     stop();
 
     let output = output.expect("start boxoffice-bench");
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_exited_ok(&output, "baselines run");
     let report = read_report(&dir.path().join("baselines.json"));
     assert_audited(&report);
     let notes: Vec<String> = runs(&report)
@@ -386,12 +386,7 @@ fn the_baselines_reserve_the_old_way_and_pass_the_same_audit() {
     }
 
     let pipelined = pipelined.expect("start boxoffice-bench");
-    assert!(
-        pipelined.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&pipelined.stdout),
-        String::from_utf8_lossy(&pipelined.stderr)
-    );
+    assert_exited_ok(&pipelined, "pipelined Redis run");
     let report = read_report(&dir.path().join("pipelined.json"));
     assert_audited(&report);
     let run = &runs(&report)[0];
@@ -571,12 +566,7 @@ async fn a_server_behind_tls_is_measured_when_its_ca_is_trusted() {
     running.stop().await.expect("stop");
 
     let (trusted, untrusted, plaintext) = attempts;
-    assert!(
-        trusted.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&trusted.stdout),
-        String::from_utf8_lossy(&trusted.stderr)
-    );
+    assert_exited_ok(&trusted, "run trusting the CA");
     let report = read_report(&dir.path().join("tls.json"));
     assert_audited(&report);
     assert!(count(&runs(&report)[0], "reserve", "HELD") >= 500);

@@ -87,6 +87,12 @@ pub struct EngineConfig {
     pub max_events: u32,
     /// Holds released by one expiry record at most; more due holds take several records.
     pub max_holds_per_expiry_record: u32,
+    /// Memory for the state of every event together (seats, holds, orders, client keys, notes),
+    /// MiB, as the engine accounts it. Past it new holds and new events are refused with
+    /// `MEMORY_LIMIT`; confirms, releases and cancels still work.
+    pub max_state_mib: u64,
+    /// Events recovered at once at start.
+    pub recovery_parallelism: u32,
 }
 
 impl Default for EngineConfig {
@@ -96,6 +102,8 @@ impl Default for EngineConfig {
             max_in_flight_per_event: 65_536,
             max_events: 10_000,
             max_holds_per_expiry_record: 4_096,
+            max_state_mib: 4_096,
+            recovery_parallelism: 4,
         }
     }
 }
@@ -169,12 +177,15 @@ impl Default for HoldsConfig {
 pub struct IdempotencyConfig {
     /// How long a client key is remembered; a retry within it gets the first answer.
     pub retention_ms: u64,
+    /// Client keys remembered per event at most; past it the oldest are forgotten first.
+    pub max_keys_per_event: u32,
 }
 
 impl Default for IdempotencyConfig {
     fn default() -> Self {
         IdempotencyConfig {
             retention_ms: 86_400_000,
+            max_keys_per_event: 1_000_000,
         }
     }
 }
@@ -197,6 +208,15 @@ pub struct ApiConfig {
     pub max_watchers: u32,
     /// Concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams_per_connection: u32,
+    /// Open `ReserveStream` calls over every connection; past it OVERLOADED.
+    pub max_reserve_streams: u32,
+    /// Bytes, MiB, of requests read ahead and answers not yet taken by their clients, over every
+    /// connection: stream requests and answers, and large unary answers (seat listings) until
+    /// they are sent. Past it streams stop reading and seat listings are refused as OVERLOADED.
+    pub max_answer_buffer_mib: u64,
+    /// A stream whose client takes no answer for this long while answers wait is ended with
+    /// RESOURCE_EXHAUSTED `SLOW_READER` and its waiting answers dropped.
+    pub stream_stall_timeout_ms: u64,
     /// On SIGTERM or SIGINT, how long in-flight calls get to finish before the server stops anyway.
     pub shutdown_grace_ms: u64,
     /// Serve TLS with this PEM certificate chain; with `tls_key_path`, or neither (plaintext).
@@ -215,6 +235,9 @@ impl Default for ApiConfig {
             watch_interval_ms: 100,
             max_watchers: 10_000,
             max_concurrent_streams_per_connection: 1_024,
+            max_reserve_streams: 4_096,
+            max_answer_buffer_mib: 256,
+            stream_stall_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
             tls_cert_path: None,
             tls_key_path: None,
@@ -457,6 +480,13 @@ impl Config {
             1,
             1_000_000,
         )?;
+        range("engine.max_state_mib", e.max_state_mib, 16, 1 << 24)?;
+        range(
+            "engine.recovery_parallelism",
+            e.recovery_parallelism,
+            1,
+            256,
+        )?;
         let l = &self.limits;
         range(
             "limits.max_items_per_request",
@@ -533,6 +563,12 @@ impl Config {
             1_000,
             30 * 86_400_000,
         )?;
+        range(
+            "idempotency.max_keys_per_event",
+            self.idempotency.max_keys_per_event,
+            1_000,
+            100_000_000,
+        )?;
         let a = &self.api;
         range(
             "api.max_request_bytes",
@@ -554,6 +590,24 @@ impl Config {
             a.max_concurrent_streams_per_connection,
             1,
             1_000_000,
+        )?;
+        range(
+            "api.max_reserve_streams",
+            a.max_reserve_streams,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "api.max_answer_buffer_mib",
+            a.max_answer_buffer_mib,
+            1,
+            1 << 20,
+        )?;
+        range(
+            "api.stream_stall_timeout_ms",
+            a.stream_stall_timeout_ms,
+            100,
+            3_600_000,
         )?;
         range("api.shutdown_grace_ms", a.shutdown_grace_ms, 0, 600_000)?;
         range(

@@ -18,6 +18,7 @@ use crate::inventory::{
     Inventory, Limits, Order, OrderId, OrderStatus, Record, Rejection, ReleaseRequest,
     ReserveRequest, SeatAvailability,
 };
+use crate::memory::StateMemory;
 use crate::wal::{SnapshotDir, StorageError, encode_records};
 
 /// Counters every actor adds to, for metrics and tests.
@@ -35,6 +36,8 @@ pub struct ActorContext {
     pub limits: Limits,
     pub snapshot_every_records: u64,
     pub max_holds_per_expiry_record: usize,
+    /// Every event's state in memory, against `engine.max_state_mib`.
+    pub memory: StateMemory,
 }
 
 /// Reply to a change: sent by the commit thread once the change is durable.
@@ -137,6 +140,8 @@ pub struct EventState {
     timer_at_ms: Option<u64>,
     timer_generation: u64,
     last_now_ms: u64,
+    /// This event's share of `context.memory` as last reported.
+    memory_reported: u64,
 }
 
 pub fn wall_clock_ms() -> u64 {
@@ -289,6 +294,24 @@ impl EventState {
         self.last_snapshot_lsn = lsn;
     }
 
+    /// The answer to a reservation while event state is at the memory limit: the first answer of
+    /// a retried key, else `MemoryLimit`.
+    fn repeated_only(&self, request: &ReserveRequest, now: u64) -> Result<Hold, Error> {
+        let memory = &self.context.memory;
+        self.inventory
+            .repeated_reserve(request, now, &self.context.limits)?
+            .ok_or(Error::MemoryLimit {
+                used_mib: memory.used_bytes() >> 20,
+                limit_mib: memory.limit_bytes() >> 20,
+            })
+    }
+
+    /// Tells the engine-wide account what this event's state takes now.
+    fn report_memory(&mut self) {
+        let now = self.inventory.memory_bytes();
+        self.context.memory.report(&mut self.memory_reported, now);
+    }
+
     /// Arms a timer for the earliest hold deadline, unless one already fires by then.
     fn arm_timer(&mut self, myself: &ActorRef<EventMsg>) {
         let Some(next) = self.inventory.next_expiry_ms() else {
@@ -330,6 +353,7 @@ impl Actor for EventActor {
             timer_at_ms: None,
             timer_generation: 0,
             last_now_ms: 0,
+            memory_reported: 0,
         })
     }
 
@@ -342,6 +366,7 @@ impl Actor for EventActor {
         state.begin();
         state.commit::<()>(Ok(()), None);
         state.arm_timer(&myself);
+        state.report_memory();
         Ok(())
     }
 
@@ -360,7 +385,13 @@ impl Actor for EventActor {
                 let now = state.begin();
                 let context = state.context.clone();
                 let mut answers = Vec::with_capacity(requests.len());
+                // At the memory limit no new hold is made; a retried key still gets its hold.
+                let memory_full = !context.memory.has_room(0);
                 for request in &requests {
+                    if memory_full {
+                        answers.push(state.repeated_only(request, now));
+                        continue;
+                    }
                     let hold_id = HoldId(Uuid::now_v7());
                     let result = state
                         .inventory
@@ -440,6 +471,7 @@ impl Actor for EventActor {
             }
         }
         state.arm_timer(&myself);
+        state.report_memory();
         Ok(())
     }
 }

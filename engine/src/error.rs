@@ -32,6 +32,15 @@ pub enum Error {
     Storage(#[from] StorageError),
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// The engine is still bringing its events back from disk; retry shortly.
+    #[error("the engine is recovering its events from disk; retry after {retry_after_ms} ms")]
+    Recovering { retry_after_ms: u64 },
+    /// The state of every event together is at `engine.max_state_mib`: no new holds or events
+    /// until holds expire or are released, or an operator raises the limit.
+    #[error(
+        "event state takes {used_mib} MiB, the engine's limit of {limit_mib} MiB (engine.max_state_mib); retry after holds expire"
+    )]
+    MemoryLimit { used_mib: u64, limit_mib: u64 },
     #[error("the actor of event {event} did not start: {reason}")]
     ActorStart { event: EventId, reason: String },
 }

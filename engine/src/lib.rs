@@ -9,6 +9,7 @@ pub mod actor;
 pub mod commit;
 pub mod error;
 pub mod inventory;
+pub mod memory;
 pub mod registry;
 pub mod wal;
 

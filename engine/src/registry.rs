@@ -3,6 +3,9 @@
 //! inventory itself; every decision is an actor's.
 
 use std::collections::HashMap;
+use std::fs::{File, TryLockError};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -20,18 +23,26 @@ use crate::inventory::{
     HoldId, Inventory, Limits, Order, OrderId, Rejection, ReleaseRequest, ReserveRequest,
     SeatAvailability,
 };
-use crate::wal::{self, LogStore, SledLog, SnapshotDir, encode_records};
+use crate::memory::StateMemory;
+use crate::wal::{self, LogStore, SledLog, SnapshotDir, StorageError, encode_records};
 
 /// How long an overloaded caller is told to wait: about two group-commit rounds.
 pub const OVERLOAD_RETRY_AFTER_MS: u64 = 5;
 
-/// What `Engine::open` found on disk.
-#[derive(Debug, Clone)]
+/// What `Engine::recover` found on disk.
+#[derive(Debug, Clone, Default)]
 pub struct RecoveryReport {
     pub events: usize,
     pub records_replayed_max: u64,
     pub elapsed: Duration,
 }
+
+/// How long a caller is told to wait while the engine recovers.
+pub const RECOVERING_RETRY_AFTER_MS: u64 = 500;
+
+/// The name of the lock file in the data directory: held (flock) for as long as an engine uses
+/// the directory, so a second process on the same directory is told so at once.
+const LOCK_FILE: &str = "lock";
 
 pub struct Engine {
     config: config::Config,
@@ -39,7 +50,15 @@ pub struct Engine {
     events: RwLock<HashMap<EventId, EventHandle>>,
     /// Serializes event creation, which is rare; requests never take it.
     creating: Mutex<()>,
-    recovery: RecoveryReport,
+    /// False until `recover` has brought every event back: until then every call is refused
+    /// with `Recovering`, so nobody acts on a partial engine.
+    ready: AtomicBool,
+    recovery: std::sync::Mutex<RecoveryReport>,
+    /// The log as opened, for recovery, which takes it (sled handles are not `Sync`).
+    log: std::sync::Mutex<Option<SledLog>>,
+    snapshots: Arc<SnapshotDir>,
+    /// The data directory's lock, released at shutdown.
+    lock: std::sync::Mutex<Option<File>>,
 }
 
 /// A caller's way to one event actor. Cheap to clone.
@@ -54,11 +73,49 @@ pub struct EventHandle {
     changes: watch::Receiver<u64>,
 }
 
+/// Takes the data directory's lock, or says which process-level problem stops it.
+fn lock_data_dir(data_dir: &Path) -> Result<File, StorageError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        StorageError::Io(format!(
+            "cannot create the data directory {} (storage.data_dir): {e}",
+            data_dir.display()
+        ))
+    })?;
+    let path = data_dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StorageError::Io(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StorageError::Io(format!(
+            "the data directory {} is in use by another process (it holds {}); stop that \
+             process or set another storage.data_dir",
+            data_dir.display(),
+            path.display()
+        ))),
+        Err(TryLockError::Error(e)) => Err(StorageError::Io(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 impl Engine {
     /// Opens (or creates) the log in `config.storage.data_dir` and brings every event back.
     pub async fn open(config: &config::Config) -> Result<Engine, Error> {
-        let started = Instant::now();
+        let engine = Engine::new(config)?;
+        engine.recover().await?;
+        Ok(engine)
+    }
+
+    /// Locks the data directory and opens the log, without recovering any event: every call is
+    /// refused with `Recovering` until `recover` has run.
+    pub fn new(config: &config::Config) -> Result<Engine, Error> {
         let data_dir = &config.storage.data_dir;
+        let lock = lock_data_dir(data_dir)?;
         let log = SledLog::open(&wal::log_dir(data_dir), config.storage.cache_capacity_mib)?;
         let snapshots = Arc::new(SnapshotDir::open(&wal::snapshot_dir(data_dir))?);
         let commit = Arc::new(GroupCommit::start(Box::new(log.clone())));
@@ -69,50 +126,113 @@ impl Engine {
             limits: Limits::from(config),
             snapshot_every_records: config.storage.snapshot_every_records,
             max_holds_per_expiry_record: config.engine.max_holds_per_expiry_record as usize,
+            memory: StateMemory::new(config.engine.max_state_mib << 20),
         });
-        let mut engine = Engine {
+        Ok(Engine {
             config: config.clone(),
             context,
             events: RwLock::new(HashMap::new()),
             creating: Mutex::new(()),
-            recovery: RecoveryReport {
-                events: 0,
-                records_replayed_max: 0,
-                elapsed: Duration::ZERO,
-            },
-        };
+            ready: AtomicBool::new(false),
+            recovery: std::sync::Mutex::new(RecoveryReport::default()),
+            log: std::sync::Mutex::new(Some(log)),
+            snapshots,
+            lock: std::sync::Mutex::new(Some(lock)),
+        })
+    }
+
+    /// Brings every event on disk back: `engine.recovery_parallelism` events at a time, each
+    /// read (snapshot, then the records after it) on a blocking thread with its own log handle,
+    /// then its actor spawned. Then the engine takes calls.
+    pub async fn recover(&self) -> Result<RecoveryReport, Error> {
+        let started = Instant::now();
+        let log = self
+            .log
+            .lock()
+            .expect("log lock")
+            .take()
+            .ok_or_else(|| StorageError::Io("the engine was recovered already".into()))?;
         let mut ids = log.events()?;
-        ids.extend(snapshots.events()?);
+        ids.extend(self.snapshots.events()?);
         ids.sort();
         ids.dedup();
-        let mut replayed_max = 0;
-        for id in &ids {
-            let snapshot = snapshots.read(*id)?;
-            let snapshot_lsn = snapshot.as_ref().map_or(0, |(lsn, _)| *lsn);
-            let inventory = wal::recover(*id, snapshot, log.segments(*id)?)?;
-            replayed_max = replayed_max.max(inventory.applied() - snapshot_lsn);
-            engine.spawn(inventory, snapshot_lsn).await?;
+        let count = ids.len();
+        let queue = Arc::new(std::sync::Mutex::new(ids));
+        let workers = (self.config.engine.recovery_parallelism as usize).clamp(1, count.max(1));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(Inventory, u64), Error>>(workers);
+        for _ in 0..workers {
+            let (queue, tx) = (queue.clone(), tx.clone());
+            let (log, snapshots) = (log.clone(), self.snapshots.clone());
+            tokio::task::spawn_blocking(move || {
+                loop {
+                    let Some(id) = queue.lock().expect("recovery queue lock").pop() else {
+                        return;
+                    };
+                    let read = (|| {
+                        let snapshot = snapshots.read(id)?;
+                        let snapshot_lsn = snapshot.as_ref().map_or(0, |(lsn, _)| *lsn);
+                        let inventory = wal::recover(id, snapshot, log.segments(id)?)?;
+                        Ok::<_, StorageError>((inventory, snapshot_lsn))
+                    })();
+                    let failed = read.is_err();
+                    if tx.blocking_send(read.map_err(Error::from)).is_err() || failed {
+                        return;
+                    }
+                }
+            });
         }
-        engine.recovery = RecoveryReport {
-            events: ids.len(),
+        drop(tx);
+        let mut replayed_max = 0;
+        let mut recovered = 0;
+        while let Some(read) = rx.recv().await {
+            let (inventory, snapshot_lsn) = read?;
+            replayed_max = replayed_max.max(inventory.applied() - snapshot_lsn);
+            self.spawn(inventory, snapshot_lsn).await?;
+            recovered += 1;
+        }
+        if recovered != count {
+            return Err(Error::Storage(StorageError::Io(format!(
+                "recovered {recovered} of {count} events"
+            ))));
+        }
+        let report = RecoveryReport {
+            events: count,
             records_replayed_max: replayed_max,
             elapsed: started.elapsed(),
         };
         tracing::info!(
-            events = ids.len(),
+            events = count,
             records_replayed_max = replayed_max,
-            elapsed_ms = engine.recovery.elapsed.as_millis() as u64,
+            elapsed_ms = report.elapsed.as_millis() as u64,
             "engine recovered"
         );
-        Ok(engine)
+        *self.recovery.lock().expect("recovery lock") = report.clone();
+        self.ready.store(true, Ordering::Release);
+        Ok(report)
     }
 
-    pub fn recovery(&self) -> &RecoveryReport {
-        &self.recovery
+    /// `Ok` once every event is back and the engine takes calls.
+    pub fn ready(&self) -> Result<(), Error> {
+        if self.ready.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(Error::Recovering {
+                retry_after_ms: RECOVERING_RETRY_AFTER_MS,
+            })
+        }
+    }
+
+    pub fn recovery(&self) -> RecoveryReport {
+        self.recovery.lock().expect("recovery lock").clone()
     }
 
     pub fn stats(&self) -> &EngineStats {
         &self.context.stats
+    }
+
+    /// Every event's state in memory, as accounted against `engine.max_state_mib`.
+    pub fn memory(&self) -> &StateMemory {
+        &self.context.memory
     }
 
     pub fn commit_stats(&self) -> &CommitStats {
@@ -159,6 +279,7 @@ impl Engine {
 
     /// Creates an event: validated, logged and durable before its actor starts taking requests.
     pub async fn create_event(&self, spec: EventSpec) -> Result<EventSummary, Error> {
+        self.ready()?;
         let _one_at_a_time = self.creating.lock().await;
         let id = spec.id;
         {
@@ -171,6 +292,13 @@ impl Engine {
             }
         }
         let (inventory, record) = Inventory::create(spec, &self.context.limits)?;
+        let memory = &self.context.memory;
+        if !memory.has_room(inventory.memory_bytes()) {
+            return Err(Error::MemoryLimit {
+                used_mib: memory.used_bytes() >> 20,
+                limit_mib: memory.limit_bytes() >> 20,
+            });
+        }
         let mut frames = Vec::new();
         encode_records(std::slice::from_ref(&record), &mut frames);
         let (tx, rx) = oneshot::channel::<Result<(), wal::StorageError>>();
@@ -190,6 +318,7 @@ impl Engine {
     }
 
     pub fn event(&self, id: EventId) -> Result<EventHandle, Error> {
+        self.ready()?;
         self.events
             .read()
             .expect("events lock")
@@ -225,6 +354,7 @@ impl Engine {
         }
         // Writes and flushes every queued round before the thread ends.
         self.context.commit.close();
+        drop(self.lock.lock().expect("lock file lock").take());
     }
 }
 

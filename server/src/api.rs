@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use config::ApiConfig;
 use engine::Engine;
 use engine::inventory::{EventId, Hold, ReserveRequest};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use prost::Message;
 use proto::v1;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use crate::answers::{self, AnswerBudget, AnswerSender, AnswerStream, Charge, HeldCharge};
 use crate::coalesce::Coalescer;
 use crate::convert;
 use crate::status::ApiError;
@@ -27,6 +29,10 @@ const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1_000;
 /// How long a watcher waits before reading an overloaded event's counts again.
 const WATCH_OVERLOAD_BACKOFF: Duration = Duration::from_millis(50);
+/// Retry hint when the answer buffer has no room for a seat listing.
+const SEAT_LISTING_RETRY_AFTER: Duration = Duration::from_millis(250);
+/// Retry hint when every reservation stream slot is taken.
+const STREAM_RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// The services' shared state. Cheap to clone.
 #[derive(Clone)]
@@ -37,6 +43,13 @@ pub struct Api {
     /// in-flight limit, so a batch is never refused for its size alone.
     stream_batch: usize,
     watchers: Arc<Semaphore>,
+    /// Open ReserveStream calls, over every connection (`api.max_reserve_streams`).
+    reserve_streams: Arc<Semaphore>,
+    /// Bytes of requests read and answers not yet taken, over every connection.
+    answer_budget: AnswerBudget,
+    /// What a stream charges the budget before reading a request: the largest one allowed.
+    request_charge: usize,
+    limits: Arc<engine::inventory::Limits>,
     /// Unary Reserve calls go through here, gathered per event into batches.
     coalescer: Arc<Coalescer>,
     stop: watch::Receiver<bool>,
@@ -44,7 +57,12 @@ pub struct Api {
 
 impl Api {
     /// `stop` turns true when the server begins to shut down: streams then end.
-    pub fn new(engine: Arc<Engine>, config: &config::Config, stop: watch::Receiver<bool>) -> Api {
+    pub fn new(
+        engine: Arc<Engine>,
+        config: &config::Config,
+        answer_budget: AnswerBudget,
+        stop: watch::Receiver<bool>,
+    ) -> Api {
         let api = &config.api;
         let stream_batch = api
             .max_stream_batch
@@ -55,12 +73,17 @@ impl Api {
             config.engine.max_in_flight_per_event as usize,
             stream_batch,
         ));
+        let limits = engine::inventory::Limits::from(config);
         Api {
             engine,
             coalescer,
             config: Arc::new(api.clone()),
             stream_batch,
             watchers: Arc::new(Semaphore::new(api.max_watchers as usize)),
+            reserve_streams: Arc::new(Semaphore::new(api.max_reserve_streams as usize)),
+            request_charge: MEMORY_PER_ENCODED_BYTE * max_reservation_request_bytes(&limits),
+            answer_budget,
+            limits: Arc::new(limits),
             stop,
         }
     }
@@ -136,6 +159,7 @@ impl v1::event_admin_server::EventAdmin for Api {
         request: Request<v1::ListEventsRequest>,
     ) -> Result<Response<v1::ListEventsResponse>, Status> {
         self.unary("ListEvents", async {
+            self.engine.ready()?;
             let request = request.into_inner();
             let page_size = match request.page_size {
                 0 => DEFAULT_PAGE_SIZE,
@@ -288,24 +312,48 @@ impl v1::reservations_server::Reservations for Api {
         .await
     }
 
-    type ReserveStreamStream = ReceiverStream<Result<v1::ReserveStreamResponse, Status>>;
+    type ReserveStreamStream = AnswerStream<v1::ReserveStreamResponse>;
 
     async fn reserve_stream(
         &self,
         request: Request<Streaming<v1::ReserveStreamRequest>>,
     ) -> Result<Response<Self::ReserveStreamStream>, Status> {
-        let read_ahead = self.config.max_stream_in_flight as usize;
-        let (answers, rx) = mpsc::channel(read_ahead);
+        let started = Instant::now();
+        let slot = self
+            .reserve_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                ApiError::new(
+                    Code::ResourceExhausted,
+                    "OVERLOADED",
+                    format!(
+                        "the server has {} open reservation streams, its limit; retry later",
+                        self.config.max_reserve_streams
+                    ),
+                )
+                .retry_after(STREAM_RETRY_AFTER)
+            });
+        if let Err(e) = &slot {
+            telemetry::rpc("ReserveStream", started, e.reason);
+        }
+        let slot = slot.map_err(Status::from)?;
+        // One more than the read-ahead: room for every answer and the final status.
+        let (answers, stream) = answers::channel(
+            self.config.max_stream_in_flight as usize + 1,
+            self.stream_stall_timeout(),
+        );
         tokio::spawn(stream_reservations(
             self.clone(),
             request.into_inner(),
             answers,
+            slot,
         ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(stream))
     }
 }
 
-type Answers = mpsc::Sender<Result<v1::ReserveStreamResponse, Status>>;
+type Answers = AnswerSender<v1::ReserveStreamResponse>;
 
 fn refused(request_id: u64, error: &ApiError) -> v1::ReserveStreamResponse {
     v1::ReserveStreamResponse {
@@ -316,121 +364,309 @@ fn refused(request_id: u64, error: &ApiError) -> v1::ReserveStreamResponse {
     }
 }
 
-/// Reads a `ReserveStream` in batches of whatever has arrived, groups each batch by event and
-/// hands every group to its actor as one `reserve_many` (one actor turn, one commit). Answers go
-/// back as they are decided. At most `api.max_stream_in_flight` requests are read ahead of their
-/// answers: past that, reading waits, and HTTP/2 flow control slows the client.
+/// A request read from a stream, with the answer-budget bytes it holds until its answer is
+/// taken by the client.
+struct Read {
+    request_id: u64,
+    charge: Charge,
+}
+
+/// Reservations read from a stream and not yet handed to their actors, grouped by event.
+#[derive(Default)]
+struct Gathered {
+    groups: HashMap<EventId, (Vec<Read>, Vec<ReserveRequest>)>,
+    count: usize,
+}
+
+/// Reads a `ReserveStream` one request at a time while requests are ready, gathers them by
+/// event and hands every group to its actor as one `reserve_many` (one actor turn, one commit).
+/// Answers go back as they are decided.
+///
+/// Bounds: at most `api.max_stream_in_flight` requests of this stream are read ahead of their
+/// answers, and every request read holds answer-budget bytes (taken before it is read, shrunk to
+/// its size once decided) until the client takes its answer; past either bound reading waits and
+/// HTTP/2 flow control slows the client.
+///
+/// The stream always ends with a status that says whether every request sent was read: OK only
+/// when the client half-closed and every request read was answered; otherwise every request read
+/// is still answered, then the stream ends with a status naming the cause (a malformed frame,
+/// the server shutting down, a client that stopped taking answers) and how many requests were
+/// read, so the client knows that later requests were not.
 async fn stream_reservations(
     api: Api,
-    inbound: Streaming<v1::ReserveStreamRequest>,
+    mut inbound: Streaming<v1::ReserveStreamRequest>,
     answers: Answers,
+    _slot: OwnedSemaphorePermit,
 ) {
-    let budget = Arc::new(Semaphore::new(api.config.max_stream_in_flight as usize));
-    let mut batches = inbound.ready_chunks(api.stream_batch);
+    let read_ahead = api.config.max_stream_in_flight;
+    let in_flight = Arc::new(Semaphore::new(read_ahead as usize));
     let mut stop = api.stop.clone();
-    loop {
-        let batch = tokio::select! {
-            batch = batches.next() => batch,
-            _ = stop.wait_for(|s| *s) => None,
+    let mut read: u64 = 0;
+    let mut gathered = Gathered::default();
+    let end: Result<(), ApiError> = loop {
+        // Room for one more request: a read-ahead slot and the budget for the largest request.
+        // While waiting, what is gathered goes to the actors: its answers free room.
+        let slot = match in_flight.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                api.dispatch(&mut gathered, &answers, &in_flight);
+                tokio::select! {
+                    slot = in_flight.clone().acquire_owned() => slot.expect("never closed"),
+                    _ = stop.wait_for(|s| *s) => break Err(shutting_down(read)),
+                    _ = answers.stalled() => break Err(slow_reader(&api, read)),
+                }
+            }
         };
-        let Some(batch) = batch else {
-            break;
+        let charge = match api.answer_budget.try_charge(api.request_charge) {
+            Some(c) => c,
+            None => {
+                api.dispatch(&mut gathered, &answers, &in_flight);
+                tokio::select! {
+                    c = api.answer_budget.charge(api.request_charge) => c,
+                    _ = stop.wait_for(|s| *s) => break Err(shutting_down(read)),
+                    _ = answers.stalled() => break Err(slow_reader(&api, read)),
+                }
+            }
         };
+        // Take what has already arrived without waiting; once nothing is ready, what is gathered
+        // goes to the actors before the next wait.
+        let next = match inbound.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                api.dispatch(&mut gathered, &answers, &in_flight);
+                tokio::select! {
+                    next = inbound.next() => next,
+                    _ = stop.wait_for(|s| *s) => break Err(shutting_down(read)),
+                    _ = answers.stalled() => break Err(slow_reader(&api, read)),
+                }
+            }
+        };
+        let item = match next {
+            None => break Ok(()),
+            Some(Ok(item)) => item,
+            Some(Err(status)) => break Err(malformed(&status, read)),
+        };
+        read += 1;
+        api.gather(item, charge, slot, &mut gathered, &answers)
+            .await;
+        if gathered.count >= api.stream_batch {
+            api.dispatch(&mut gathered, &answers, &in_flight);
+        }
+        if answers.is_stalled() {
+            break Err(slow_reader(&api, read));
+        }
+    };
+    api.dispatch(&mut gathered, &answers, &in_flight);
+    // Every request read gets its answer before the stream ends: each holds a read-ahead slot
+    // until its answer is queued (or the client is gone).
+    let _all = in_flight.acquire_many(read_ahead).await;
+    if answers.is_stalled() {
+        answers.discard_waiting();
+    }
+    if let Err(e) = &end {
+        tracing::debug!(reason = e.reason, message = %e.message, "reserve stream ended early");
+    }
+    answers.finish(end.map_err(Status::from));
+}
+
+fn shutting_down(read: u64) -> ApiError {
+    ApiError::new(
+        Code::Unavailable,
+        "SHUTTING_DOWN",
+        format!(
+            "the server is shutting down; the {read} requests read were answered, later ones were \
+             not read: send them again once the server is back"
+        ),
+    )
+    .with("requests_read", read)
+}
+
+fn slow_reader(api: &Api, read: u64) -> ApiError {
+    ApiError::new(
+        Code::ResourceExhausted,
+        "SLOW_READER",
+        format!(
+            "the client took no answer for {} ms while answers waited; the stream is ended and \
+             its waiting answers dropped. The {read} requests read were decided: retry them with \
+             the same idempotency keys to learn their outcome",
+            api.config.stream_stall_timeout_ms
+        ),
+    )
+    .with("requests_read", read)
+}
+
+/// A frame that does not decode ends the stream: what follows it cannot be trusted to be framed.
+fn malformed(status: &Status, read: u64) -> ApiError {
+    let code = match status.code() {
+        Code::OutOfRange => Code::OutOfRange,
+        _ => Code::InvalidArgument,
+    };
+    ApiError::new(
+        code,
+        "MALFORMED_STREAM",
+        format!(
+            "request {} of the stream could not be read ({}); the {read} requests before it were \
+             answered, it and any later ones were not read",
+            read + 1,
+            crate::status::quote(status.message()),
+        ),
+    )
+    .with("requests_read", read)
+}
+
+impl Api {
+    /// Converts a request read from a stream and adds it to its event's group; a request that
+    /// does not convert is answered at once.
+    async fn gather(
+        &self,
+        item: v1::ReserveStreamRequest,
+        mut charge: Charge,
+        slot: OwnedSemaphorePermit,
+        gathered: &mut Gathered,
+        answers: &Answers,
+    ) {
+        charge.shrink_to(answer_charge(&item, &self.limits));
+        let request_id = item.request_id;
+        let converted = item
+            .reserve
+            .ok_or_else(|| ApiError::invalid("reserve is required"))
+            .and_then(convert::reserve_request);
+        match converted {
+            Ok((event, request)) => {
+                // The slot is given back with the answer (see `dispatch`).
+                slot.forget();
+                let group = gathered.groups.entry(event).or_default();
+                group.0.push(Read { request_id, charge });
+                group.1.push(request);
+                gathered.count += 1;
+            }
+            Err(e) => {
+                telemetry::rpc_many("ReserveStream", Duration::ZERO, e.reason, 1);
+                let answer = refused(request_id, &e);
+                charge.shrink_to(answer_bytes(&answer));
+                let _ = answers.send(answer, charge).await;
+                drop(slot);
+            }
+        }
+    }
+
+    fn stream_stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.stream_stall_timeout_ms)
+    }
+
+    /// Hands every gathered group to its actor, each in a task of its own that queues the
+    /// answers and gives back one read-ahead slot per answer queued.
+    fn dispatch(&self, gathered: &mut Gathered, answers: &Answers, in_flight: &Arc<Semaphore>) {
         let received = Instant::now();
-        let mut groups: HashMap<EventId, (Vec<u64>, Vec<ReserveRequest>)> = HashMap::new();
-        for item in batch {
-            let item = match item {
-                Ok(item) => item,
-                Err(status) => {
-                    tracing::debug!(%status, "reserve stream broken by the client");
-                    return;
+        gathered.count = 0;
+        for (event, (reads, requests)) in gathered.groups.drain() {
+            let (api, answers, in_flight) = (self.clone(), answers.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                let results: Vec<Result<Hold, ApiError>> = match api.engine.event(event) {
+                    Ok(handle) => match handle.reserve_many(requests).await {
+                        Ok(results) => results
+                            .into_iter()
+                            .map(|r| r.map_err(ApiError::from))
+                            .collect(),
+                        Err(e) => vec![Err(ApiError::from(e)); reads.len()],
+                    },
+                    Err(e) => vec![Err(ApiError::from(e)); reads.len()],
+                };
+                let elapsed = received.elapsed();
+                // One count and one latency sample per outcome of the group.
+                let mut outcomes: HashMap<&'static str, u64> = HashMap::new();
+                for result in &results {
+                    *outcomes.entry(outcome(result)).or_default() += 1;
                 }
+                for (outcome, count) in outcomes {
+                    telemetry::rpc_many("ReserveStream", elapsed, outcome, count);
+                }
+                for (read, result) in reads.into_iter().zip(results) {
+                    let answer = match result {
+                        Ok(hold) => v1::ReserveStreamResponse {
+                            request_id: read.request_id,
+                            result: Some(v1::reserve_stream_response::Result::Hold(
+                                convert::hold_to_proto(&hold),
+                            )),
+                        },
+                        Err(e) => refused(read.request_id, &e),
+                    };
+                    let mut charge = read.charge;
+                    charge.shrink_to(answer_bytes(&answer));
+                    // A client gone or stalled still frees every slot: the stream is ending.
+                    let _ = answers.send(answer, charge).await;
+                    in_flight.add_permits(1);
+                }
+            });
+        }
+    }
+}
+
+/// What a decoded message takes in memory for each byte of its encoding, as charged to the
+/// answer budget: strings and vectors of a decoded message are separate allocations, each with
+/// its header and the allocator's rounding.
+const MEMORY_PER_ENCODED_BYTE: usize = 2;
+
+/// Bytes an answer is charged while it waits for its client.
+fn answer_bytes(answer: &v1::ReserveStreamResponse) -> usize {
+    MEMORY_PER_ENCODED_BYTE * answer.encoded_len()
+}
+
+/// The most a request read from a stream can take until its answer goes: the request itself,
+/// and the largest answer it can get (a hold naming every ticket's seat with labels of the
+/// longest allowed strings, or a refusal, whose message and metadata are capped).
+fn answer_charge(item: &v1::ReserveStreamRequest, limits: &engine::inventory::Limits) -> usize {
+    let max_string = limits.max_string_bytes as usize;
+    let seat_bytes = 3 * (max_string + 8) + 8;
+    let (mut tickets, mut lines) = (0usize, 0usize);
+    if let Some(reserve) = &item.reserve {
+        for it in &reserve.items {
+            lines += 64 + it.tier_code.len().min(max_string);
+            tickets += match &it.selection {
+                Some(v1::reserve_item::Selection::Seats(s)) => s.seats.len(),
+                Some(v1::reserve_item::Selection::BestAvailable(n)) => *n as usize,
+                _ => 0,
             };
-            let converted = item
-                .reserve
-                .ok_or_else(|| ApiError::invalid("reserve is required"))
-                .and_then(convert::reserve_request);
-            match converted {
-                Ok((event, request)) => {
-                    let group = groups.entry(event).or_default();
-                    group.0.push(item.request_id);
-                    group.1.push(request);
-                }
-                Err(e) => {
-                    telemetry::rpc_many("ReserveStream", received.elapsed(), e.reason, 1);
-                    if answers
-                        .send(Ok(refused(item.request_id, &e)))
-                        .await
-                        .is_err()
-                    {
-                        return;
+        }
+    }
+    let tickets = tickets.min(limits.max_tickets_per_request as usize);
+    let hold = 256 + 2 * max_string + lines + tickets * seat_bytes;
+    let answer = hold.max(crate::status::MAX_DETAIL_BYTES);
+    MEMORY_PER_ENCODED_BYTE * (item.encoded_len() + answer)
+}
+
+/// What a seat listing of `tier` (or of every seated tier) takes at its peak, while it exists as
+/// the engine's list and as the message built from it: per seat, two copies of its labels and
+/// tier code, each as four strings with their headers.
+fn seat_listing_bytes(spec: &engine::inventory::EventSpec, tier: Option<&str>) -> usize {
+    const PER_SEAT_OVERHEAD: usize = 4 * 24 + 16;
+    let mut bytes = 1024;
+    for t in &spec.tiers {
+        if tier.is_some_and(|code| code != t.code) {
+            continue;
+        }
+        if let engine::inventory::Stock::Seated { sections } = &t.stock {
+            for section in sections {
+                for row in &section.rows {
+                    let labels = section.name.len() + row.name.len() + t.code.len();
+                    for number in &row.seats {
+                        bytes += 2 * (PER_SEAT_OVERHEAD + labels + number.len());
                     }
                 }
             }
         }
-        for (event, (ids, requests)) in groups {
-            let Ok(permits) = budget.clone().acquire_many_owned(ids.len() as u32).await else {
-                return;
-            };
-            let handle = match api.engine.event(event) {
-                Ok(handle) => handle,
-                Err(e) => {
-                    let e = ApiError::from(e);
-                    telemetry::rpc_many(
-                        "ReserveStream",
-                        received.elapsed(),
-                        e.reason,
-                        ids.len() as u64,
-                    );
-                    for id in ids {
-                        if answers.send(Ok(refused(id, &e))).await.is_err() {
-                            return;
-                        }
-                    }
-                    continue;
-                }
-            };
-            let answers = answers.clone();
-            tokio::spawn(async move {
-                let decided = handle.reserve_many(requests).await;
-                let elapsed = received.elapsed();
-                let results: Vec<Result<Hold, ApiError>> = match decided {
-                    Ok(results) => results
-                        .into_iter()
-                        .map(|r| r.map_err(ApiError::from))
-                        .collect(),
-                    Err(e) => vec![Err(ApiError::from(e)); ids.len()],
-                };
-                let mut outcomes: HashMap<&'static str, u64> = HashMap::new();
-                let responses: Vec<v1::ReserveStreamResponse> = ids
-                    .into_iter()
-                    .zip(results)
-                    .map(|(request_id, result)| {
-                        *outcomes.entry(outcome(&result)).or_default() += 1;
-                        match result {
-                            Ok(hold) => v1::ReserveStreamResponse {
-                                request_id,
-                                result: Some(v1::reserve_stream_response::Result::Hold(
-                                    convert::hold_to_proto(&hold),
-                                )),
-                            },
-                            Err(e) => refused(request_id, &e),
-                        }
-                    })
-                    .collect();
-                // One count and one latency sample per outcome of the group.
-                for (outcome, count) in outcomes {
-                    telemetry::rpc_many("ReserveStream", elapsed, outcome, count);
-                }
-                for response in responses {
-                    if answers.send(Ok(response)).await.is_err() {
-                        break;
-                    }
-                }
-                drop(permits);
-            });
-        }
     }
+    bytes
+}
+
+/// The largest request of the Reservations service that the limits allow (a reserve with every
+/// item, every ticket a named seat and every string at its longest, plus protobuf's tags and
+/// lengths): its decoding limit, and what a stream charges before reading a request.
+pub fn max_reservation_request_bytes(limits: &engine::inventory::Limits) -> usize {
+    let max_string = limits.max_string_bytes as usize + 6;
+    64 + 4 * max_string
+        + limits.max_items_per_request as usize * (max_string + 24)
+        + limits.max_tickets_per_request as usize * (3 * max_string + 6)
 }
 
 #[tonic::async_trait]
@@ -439,25 +675,56 @@ impl v1::availability_server::Availability for Api {
         &self,
         request: Request<v1::GetAvailabilityRequest>,
     ) -> Result<Response<v1::GetAvailabilityResponse>, Status> {
-        self.unary("GetAvailability", async {
+        let started = Instant::now();
+        let result = async {
             let request = request.into_inner();
             let id = convert::event_id(&request.event_id)?;
             let event = self.engine.event(id)?;
-            let summary = event.summary().await?;
-            let seats = if request.include_seats {
-                let tier = (!request.seats_tier_code.is_empty()).then_some(request.seats_tier_code);
-                convert::seats_to_proto(&event.seats(tier).await?)
+            let tier = (!request.seats_tier_code.is_empty()).then_some(request.seats_tier_code);
+            // A seat listing can be tens of MB: it is charged to the answer budget before it is
+            // built, and holds its charge until its body is sent (see `answers::HeldCharge`).
+            let charge = if request.include_seats {
+                let bytes = seat_listing_bytes(event.spec(), tier.as_deref());
+                Some(self.answer_budget.try_charge(bytes).ok_or_else(|| {
+                    ApiError::new(
+                        Code::ResourceExhausted,
+                        "OVERLOADED",
+                        format!(
+                            "seat listings and stream answers waiting for their clients fill the \
+                             server's answer buffer (api.max_answer_buffer_mib = {}); retry later",
+                            self.config.max_answer_buffer_mib
+                        ),
+                    )
+                    .retry_after(SEAT_LISTING_RETRY_AFTER)
+                })?)
             } else {
-                Vec::new()
+                None
             };
-            Ok(v1::GetAvailabilityResponse {
+            let summary = event.summary().await?;
+            let seats = match &charge {
+                Some(_) => convert::seats_to_proto(&event.seats(tier).await?),
+                None => Vec::new(),
+            };
+            let answer = v1::GetAvailabilityResponse {
                 event_id: id.to_string(),
                 status: convert::status_to_proto(summary.status) as i32,
                 tiers: convert::tiers_to_proto(&summary.tiers),
                 seats,
-            })
-        })
-        .await
+            };
+            let charge = charge.map(|mut c| {
+                c.shrink_to(MEMORY_PER_ENCODED_BYTE * answer.encoded_len());
+                c
+            });
+            Ok((answer, charge))
+        }
+        .await;
+        telemetry::rpc("GetAvailability", started, outcome(&result));
+        let (answer, charge) = result.map_err(Status::from)?;
+        let mut response = Response::new(answer);
+        if let Some(charge) = charge {
+            response.extensions_mut().insert(HeldCharge::new(charge));
+        }
+        Ok(response)
     }
 
     type WatchAvailabilityStream = ReceiverStream<Result<v1::WatchAvailabilityResponse, Status>>;

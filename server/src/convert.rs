@@ -10,7 +10,7 @@ use prost_types::Timestamp;
 use proto::v1;
 use uuid::Uuid;
 
-use crate::status::ApiError;
+use crate::status::{ApiError, quote};
 
 /// Hold TTL of an event whose `default_hold_ttl_seconds` is 0.
 pub const DEFAULT_HOLD_TTL_SECONDS: u32 = 600;
@@ -20,7 +20,7 @@ fn uuid(field: &str, value: &str) -> Result<Uuid, ApiError> {
         return Err(ApiError::invalid(format!("{field} is required")));
     }
     Uuid::try_parse(value)
-        .map_err(|_| ApiError::invalid(format!("{field} `{value}` is not a UUID")))
+        .map_err(|_| ApiError::invalid(format!("{field} `{}` is not a UUID", quote(value))))
 }
 
 pub fn event_id(value: &str) -> Result<EventId, ApiError> {
@@ -96,7 +96,7 @@ pub fn event_spec(request: v1::CreateEventRequest) -> Result<EventSpec, ApiError
     let currency = Currency::parse(&request.currency).ok_or_else(|| {
         ApiError::invalid(format!(
             "currency `{}` is not an ISO 4217 code such as EUR",
-            request.currency
+            quote(&request.currency)
         ))
     })?;
     let ttl_seconds = match request.default_hold_ttl_seconds {

@@ -2,6 +2,7 @@
 //! the mapping of outcomes to gRPC statuses, Prometheus metrics and the server's lifecycle. It
 //! decides nothing about inventory: every answer comes from an event actor.
 
+pub mod answers;
 pub mod api;
 pub mod auth;
 pub mod coalesce;
@@ -11,4 +12,4 @@ pub mod serve;
 pub mod status;
 pub mod telemetry;
 
-pub use serve::{Running, start};
+pub use serve::{Running, launch, start};

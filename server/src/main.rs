@@ -1,6 +1,7 @@
 //! The `boxoffice` binary: `serve` runs the engine behind the gRPC API; the other subcommands help
 //! operators check a config and make API keys.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -75,8 +76,10 @@ fn main() -> anyhow::Result<()> {
 
 fn init_logs(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::new(&config.log.filter);
+    // Colour only on a terminal: logs written to a file or a pipe stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.init(),
@@ -85,24 +88,43 @@ fn init_logs(config: &Config) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let running = server::start(&config).await?;
+    let mut running = server::launch(&config).await?;
     let metrics = running
         .metrics_addr
         .map_or("off".to_string(), |a| format!("http://{a}/metrics"));
-    // One line on stdout that scripts (and the tests) read to find the ports.
-    println!(
-        "boxoffice serving grpc={} metrics={metrics} data_dir={}",
+    let ports = format!(
+        "grpc={} metrics={metrics} data_dir={}",
         running.grpc_addr,
         config.storage.data_dir.display()
     );
-    tracing::info!(grpc = %running.grpc_addr, %metrics, "serving");
+    // Lines on stdout that scripts (and the tests) read: the ports are bound and health answers
+    // (NOT_SERVING while recovering), then the server takes calls.
+    println!("boxoffice listening {ports}");
+    tracing::info!(grpc = %running.grpc_addr, %metrics, "listening; recovering events");
     if server::auth::Authenticator::is_development(&config.auth) {
         tracing::warn!(
             api_key = config::DEV_API_KEY,
             "no auth.keys configured: only the development key is accepted, with every role"
         );
     }
-    shutdown_signal().await?;
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    tokio::select! {
+        ready = running.ready() => ready?,
+        signalled = &mut signal => {
+            signalled?;
+            tracing::info!("shutting down during recovery");
+            running.stop().await?;
+            return Ok(());
+        }
+    }
+    println!("boxoffice serving {ports}");
+    tracing::info!(
+        events = running.engine().recovery().events,
+        elapsed_ms = running.engine().recovery().elapsed.as_millis() as u64,
+        "serving"
+    );
+    signal.await?;
     tracing::info!("shutting down: finishing in-flight calls, flushing the log");
     running.stop().await?;
     tracing::info!("stopped");

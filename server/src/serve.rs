@@ -1,7 +1,12 @@
 //! Starting and stopping the whole server: the engine, the gRPC API (with health, reflection and
-//! authentication), the metrics endpoint and the gauge refresher. `stop` is the graceful path:
-//! report NOT_SERVING, stop accepting, let in-flight calls finish (up to `api.shutdown_grace_ms`),
-//! end the streams, then drain every event actor and flush the log.
+//! authentication), the metrics endpoint and the gauge refresher.
+//!
+//! `launch` binds the ports first (a port in use is reported at once), takes the data
+//! directory's lock and opens the log, and serves at once: health says NOT_SERVING and every call
+//! gets UNAVAILABLE `RECOVERING` with a retry hint while the events come back from disk in the
+//! background; then health turns SERVING. `stop` is the graceful path: report NOT_SERVING, stop
+//! accepting, let in-flight calls finish (up to `api.shutdown_grace_ms`), end the streams, then
+//! drain every event actor and flush the log.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +27,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::api::Api;
+use crate::answers::{AnswerBudget, ChargedBodies};
+use crate::api::{Api, max_reservation_request_bytes};
 use crate::auth::Authenticator;
 use crate::telemetry;
 
@@ -42,12 +48,39 @@ pub struct Running {
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     background: Vec<JoinHandle<()>>,
+    /// The recovery under way, until `ready` has seen it end.
+    recovery: Option<JoinHandle<Result<(), engine::Error>>>,
     grace: Duration,
 }
 
-/// Opens the engine (recovering every event) and starts serving.
+/// Starts the server and waits until every event is recovered and it is SERVING.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    let engine = Arc::new(Engine::open(config).await.with_context(|| {
+    let mut running = launch(config).await?;
+    running.ready().await?;
+    Ok(running)
+}
+
+/// Binds the ports, opens the engine's log and serves at once; the events are recovered in the
+/// background (see the module's comment). `ready` waits for that.
+pub async fn launch(config: &Config) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on api.listen = {}", config.api.listen))?;
+    let grpc_addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics.enabled {
+        true => Some(
+            TcpListener::bind(config.metrics.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on metrics.listen = {}",
+                        config.metrics.listen
+                    )
+                })?,
+        ),
+        false => None,
+    };
+    let engine = Arc::new(Engine::new(config).with_context(|| {
         format!(
             "cannot open the engine in {}",
             config.storage.data_dir.display()
@@ -55,23 +88,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     })?);
     let (stop, stop_rx) = watch::channel(false);
     let mut background = Vec::new();
-
-    let listener = TcpListener::bind(config.api.listen)
-        .await
-        .with_context(|| format!("cannot listen on api.listen = {}", config.api.listen))?;
-    let grpc_addr = listener.local_addr()?;
+    let answer_budget = AnswerBudget::new((config.api.max_answer_buffer_mib << 20) as usize);
 
     let mut metrics_addr = None;
     let mut handle = None;
-    if config.metrics.enabled {
-        let metrics_listener = TcpListener::bind(config.metrics.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on metrics.listen = {}",
-                    config.metrics.listen
-                )
-            })?;
+    if let Some(metrics_listener) = metrics_listener {
         metrics_addr = Some(metrics_listener.local_addr()?);
         handle = telemetry::install();
         match &handle {
@@ -88,13 +109,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     }
     background.push(tokio::spawn(telemetry::refresh(
         engine.clone(),
+        answer_budget.clone(),
         handle,
         Duration::from_millis(config.metrics.refresh_interval_ms),
         stop_rx.clone(),
     )));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, ServingStatus::Serving).await;
+    set_health(&health, ServingStatus::NotServing).await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -109,14 +131,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .context("cannot build the reflection service")?;
 
     let auth = Authenticator::new(&config.auth);
-    let api = Api::new(engine.clone(), config, stop_rx.clone());
+    let api = Api::new(engine.clone(), config, answer_budget, stop_rx.clone());
     let max_bytes = config.api.max_request_bytes as usize;
+    // No valid request of Reservations is larger; a stream charges this much before each read.
+    let max_reservation_bytes = max_bytes.min(max_reservation_request_bytes(
+        &engine::inventory::Limits::from(config),
+    ));
     let admin = InterceptedService::new(
         EventAdminServer::new(api.clone()).max_decoding_message_size(max_bytes),
         auth.require(Role::Admin),
     );
     let reservations = InterceptedService::new(
-        ReservationsServer::new(api.clone()).max_decoding_message_size(max_bytes),
+        ReservationsServer::new(api.clone()).max_decoding_message_size(max_reservation_bytes),
         auth.require(Role::Storefront),
     );
     let availability = InterceptedService::new(
@@ -142,6 +168,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let server = tokio::spawn(
         builder
             .max_concurrent_streams(config.api.max_concurrent_streams_per_connection)
+            .layer(ChargedBodies)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -152,6 +179,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 let _ = stopping.wait_for(|s| *s).await;
             }),
     );
+    let recovery = {
+        let (engine, health) = (engine.clone(), health.clone());
+        tokio::spawn(async move {
+            engine.recover().await?;
+            set_health(&health, ServingStatus::Serving).await;
+            Ok(())
+        })
+    };
     Ok(Running {
         grpc_addr,
         metrics_addr,
@@ -160,6 +195,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         stop,
         server,
         background,
+        recovery: Some(recovery),
         grace: Duration::from_millis(config.api.shutdown_grace_ms),
     })
 }
@@ -176,9 +212,26 @@ impl Running {
         &self.engine
     }
 
+    /// Waits until every event is recovered and health says SERVING; an error is why recovery
+    /// failed (a corrupt log, a disk error), and the server cannot take calls.
+    pub async fn ready(&mut self) -> anyhow::Result<()> {
+        let Some(recovery) = self.recovery.take() else {
+            return Ok(());
+        };
+        recovery
+            .await
+            .context("the recovery task failed")?
+            .context("cannot recover the events from disk")
+    }
+
     /// Stops gracefully; everything acknowledged is durable when this returns.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         set_health(&self.health, ServingStatus::NotServing).await;
+        if let Some(recovery) = self.recovery.take() {
+            // Stopping while recovering: the actors spawned so far are drained below.
+            recovery.abort();
+            let _ = recovery.await;
+        }
         self.stop.send_replace(true);
         match tokio::time::timeout(self.grace, self.server).await {
             Ok(Ok(served)) => served.context("the gRPC server failed")?,

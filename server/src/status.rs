@@ -11,6 +11,9 @@ use engine::inventory::Rejection;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// Retry hint when event state is at the engine's memory limit: about when holds start expiring.
+const MEMORY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// The `ErrorInfo` domain of every boxoffice reason.
 pub const ERROR_DOMAIN: &str = "boxoffice";
 
@@ -40,10 +43,43 @@ pub const REASONS: &[&str] = &[
     "TIMEOUT",
     "STORAGE",
     "SHUTTING_DOWN",
+    "RECOVERING",
+    "MEMORY_LIMIT",
+    "MALFORMED_STREAM",
+    "SLOW_READER",
     "ACTOR_START",
     "UNAUTHENTICATED",
     "PERMISSION_DENIED",
 ];
+
+/// Longest message a refusal carries, bytes. Messages quote at most a short prefix of a bad
+/// value (`quote`); this cap is the guarantee that a status always fits in a client's metadata
+/// limits, whatever the input was.
+pub const MAX_MESSAGE_BYTES: usize = 512;
+/// Longest metadata value of a refusal, bytes.
+pub const MAX_METADATA_VALUE_BYTES: usize = 128;
+/// The most a refusal takes encoded as a stream item's `ErrorDetail`: its message and at most
+/// four metadata entries at their caps, with room for the code, the reason and the keys.
+pub const MAX_DETAIL_BYTES: usize = MAX_MESSAGE_BYTES + 4 * (MAX_METADATA_VALUE_BYTES + 64) + 128;
+/// A value as quoted in a message: whole if short, else its first bytes and its length.
+pub use engine::inventory::rejection::quote;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn prefix(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn capped(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        s.to_string()
+    } else {
+        format!("{}...", prefix(s, max - 3))
+    }
+}
 
 /// A refusal on its way to a client, as a unary status or as a stream item's `ErrorDetail`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,11 +108,12 @@ impl ApiError {
     }
 
     pub fn with(mut self, key: &str, value: impl ToString) -> ApiError {
-        self.metadata.insert(key.to_string(), value.to_string());
+        let value = capped(&value.to_string(), MAX_METADATA_VALUE_BYTES);
+        self.metadata.insert(key.to_string(), value);
         self
     }
 
-    fn retry_after(mut self, after: Duration) -> ApiError {
+    pub fn retry_after(mut self, after: Duration) -> ApiError {
         self.retry_after = Some(after);
         self.with("retry_after_ms", after.as_millis())
     }
@@ -86,7 +123,7 @@ impl ApiError {
         proto::v1::ErrorDetail {
             code: self.code as i32,
             reason: self.reason.to_string(),
-            message: self.message.clone(),
+            message: capped(&self.message, MAX_MESSAGE_BYTES),
             metadata: self.metadata.clone(),
         }
     }
@@ -98,7 +135,7 @@ impl From<ApiError> for Status {
         if let Some(after) = e.retry_after {
             details.set_retry_info(Some(after));
         }
-        Status::with_error_details(e.code, e.message, details)
+        Status::with_error_details(e.code, capped(&e.message, MAX_MESSAGE_BYTES), details)
     }
 }
 
@@ -126,6 +163,17 @@ impl From<Error> for ApiError {
             }
             Error::Storage(_) => ApiError::new(Code::Internal, "STORAGE", message),
             Error::ShuttingDown => ApiError::new(Code::Unavailable, "SHUTTING_DOWN", message),
+            Error::Recovering { retry_after_ms } => {
+                ApiError::new(Code::Unavailable, "RECOVERING", message)
+                    .retry_after(Duration::from_millis(retry_after_ms))
+            }
+            Error::MemoryLimit {
+                used_mib,
+                limit_mib,
+            } => ApiError::new(Code::ResourceExhausted, "MEMORY_LIMIT", message)
+                .with("used_mib", used_mib)
+                .with("limit_mib", limit_mib)
+                .retry_after(MEMORY_RETRY_AFTER),
             Error::ActorStart { event, .. } => {
                 ApiError::new(Code::Internal, "ACTOR_START", message).with("event_id", event)
             }

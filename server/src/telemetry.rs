@@ -14,6 +14,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::answers::AnswerBudget;
+
 /// Latency buckets, seconds: from 50 µs (an answer from memory) to 10 s.
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -89,6 +91,7 @@ pub async fn serve(
 /// An event's counts are read (through its actor) only when it changed since the last refresh.
 pub async fn refresh(
     engine: Arc<Engine>,
+    answers: AnswerBudget,
     handle: Option<PrometheusHandle>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
@@ -103,6 +106,10 @@ pub async fn refresh(
         }
         counter!("boxoffice_holds_expired_total")
             .absolute(engine.stats().holds_expired.load(Ordering::Relaxed));
+        gauge!("boxoffice_state_memory_bytes").set(engine.memory().used_bytes() as f64);
+        gauge!("boxoffice_state_memory_limit_bytes").set(engine.memory().limit_bytes() as f64);
+        gauge!("boxoffice_answer_buffer_bytes").set(answers.in_use() as f64);
+        gauge!("boxoffice_answer_buffer_limit_bytes").set(answers.bytes() as f64);
         let ids = engine.event_ids();
         gauge!("boxoffice_events").set(ids.len() as f64);
         for id in ids {

@@ -82,6 +82,11 @@ impl EndedNotes {
     pub fn len(&self) -> usize {
         self.total
     }
+
+    /// Notes the chunks have room for.
+    pub fn capacity(&self) -> usize {
+        self.chunks.iter().map(|c| c.notes.capacity()).sum()
+    }
 }
 
 #[cfg(test)]

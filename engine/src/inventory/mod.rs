@@ -9,6 +9,7 @@
 //! release builds too, and seat ownership is checked before each seat changes hands.
 
 mod ended;
+mod footprint;
 pub mod model;
 pub mod rejection;
 mod seating;
@@ -50,6 +51,7 @@ pub struct Limits {
     pub min_hold_ttl_ms: u64,
     pub max_hold_ttl_ms: u64,
     pub idempotency_retention_ms: u64,
+    pub max_keys_per_event: usize,
     pub ended_hold_retention_ms: u64,
     pub max_ended_hold_notes: usize,
 }
@@ -76,6 +78,7 @@ impl From<&config::Config> for Limits {
             min_hold_ttl_ms: c.holds.min_hold_ttl_ms,
             max_hold_ttl_ms: c.holds.max_hold_ttl_ms,
             idempotency_retention_ms: c.idempotency.retention_ms,
+            max_keys_per_event: c.idempotency.max_keys_per_event as usize,
             ended_hold_retention_ms: c.holds.ended_hold_retention_ms,
             max_ended_hold_notes: c.holds.max_ended_hold_notes as usize,
         }
@@ -278,6 +281,9 @@ pub struct Inventory {
     applied: u64,
     #[serde(skip)]
     lookup: Lookup,
+    /// What the spec and the seat tables take in memory; derived, rebuilt on restore.
+    #[serde(skip)]
+    fixed_bytes: u64,
 }
 
 /// Indexes rebuilt from the spec; never serialized.
@@ -564,6 +570,7 @@ impl Inventory {
             }
         }
         let lookup = Lookup::build(spec, &seats);
+        let fixed_bytes = Inventory::fixed_bytes(spec, &seats);
         // Room for the whole event up front, up to a cap: a drop then fills its tables instead
         // of growing them (measured: a 1M-ticket drop sold out in ~1.0 s sized, ~1.5-2.2 s not).
         let expected: usize = tiers
@@ -587,6 +594,7 @@ impl Inventory {
             key_queue: VecDeque::new(),
             applied: 1,
             lookup,
+            fixed_bytes,
         };
         inventory.audit();
         inventory
@@ -596,6 +604,7 @@ impl Inventory {
     /// once, after the records past the snapshot are applied too.
     pub fn restored(mut self) -> Inventory {
         self.lookup = Lookup::build(&self.spec, &self.seats);
+        self.fixed_bytes = Inventory::fixed_bytes(&self.spec, &self.seats);
         self.order_of_hold = self.orders.iter().map(|(id, o)| (o.hold_id, *id)).collect();
         self
     }
@@ -659,15 +668,8 @@ impl Inventory {
         now_ms: u64,
         limits: &Limits,
     ) -> Result<Decision<Hold>, Rejection> {
-        check_string("customer id", &req.customer, limits)?;
-        let keyed = keyed(
-            KeyScope::Reserve,
-            &req.customer,
-            &req.idempotency_key,
-            req,
-            limits,
-        )?;
-        if let Some(Answer::Hold(hold)) = self.repeat(keyed.as_ref(), now_ms, limits)? {
+        let (keyed, repeated) = self.reserve_key(req, now_ms, limits)?;
+        if let Some(hold) = repeated {
             return Ok(Decision {
                 record: None,
                 answer: hold,
@@ -737,7 +739,7 @@ impl Inventory {
                         .lookup
                         .seat_by_ref
                         .get(seat)
-                        .ok_or_else(|| Rejection::UnknownSeat(seat.clone()))?;
+                        .ok_or_else(|| Rejection::UnknownSeat(seat.quoted()))?;
                     let actual = self.seats[si as usize].tier;
                     if actual != ti {
                         return Err(Rejection::SeatNotInTier {
@@ -903,6 +905,38 @@ impl Inventory {
             record: Some(record),
             answer,
         })
+    }
+
+    /// The first answer to a reservation whose client key was seen before, if it was. Changes
+    /// nothing: for a caller that may not make new holds now but must still repeat old answers.
+    pub fn repeated_reserve(
+        &self,
+        req: &ReserveRequest,
+        now_ms: u64,
+        limits: &Limits,
+    ) -> Result<Option<Hold>, Rejection> {
+        Ok(self.reserve_key(req, now_ms, limits)?.1)
+    }
+
+    /// A reservation's checked client key, and the first answer if the key repeats.
+    fn reserve_key(
+        &self,
+        req: &ReserveRequest,
+        now_ms: u64,
+        limits: &Limits,
+    ) -> Result<(Option<Keyed>, Option<Hold>), Rejection> {
+        check_string("customer id", &req.customer, limits)?;
+        let keyed = keyed(
+            KeyScope::Reserve,
+            &req.customer,
+            &req.idempotency_key,
+            req,
+            limits,
+        )?;
+        match self.repeat(keyed.as_ref(), now_ms, limits)? {
+            Some(Answer::Hold(hold)) => Ok((keyed, Some(hold))),
+            _ => Ok((keyed, None)),
+        }
     }
 
     /// Decides turning a live hold into an order pending payment, at today's prices.
@@ -1086,18 +1120,28 @@ impl Inventory {
         Some(record)
     }
 
-    /// Forgets client keys older than their retention and ended-hold notes older than theirs. A function of time
-    /// only, so it is not logged: a key past its retention is gone whether pruned or not.
+    /// Forgets the key at the front of the queue, unless the queue's entry is stale (the key was
+    /// remembered again later).
+    fn forget_oldest_key(&mut self) {
+        let (at, id) = self.key_queue.pop_front().expect("front exists");
+        if self.keys.get(&id).is_some_and(|e| e.at_ms == at) {
+            self.keys.remove(&id);
+        }
+    }
+
+    /// Forgets client keys older than their retention (and the oldest past
+    /// `limits.max_keys_per_event`) and ended-hold notes older than theirs. Not logged: it runs
+    /// before every decision, so a forgotten key is gone whether a restart replays it or not.
     pub fn prune(&mut self, now_ms: u64, limits: &Limits) {
         let horizon = now_ms.saturating_sub(limits.idempotency_retention_ms);
         while let Some((at, _)) = self.key_queue.front() {
             if *at >= horizon {
                 break;
             }
-            let (at, id) = self.key_queue.pop_front().expect("front exists");
-            if self.keys.get(&id).is_some_and(|e| e.at_ms == at) {
-                self.keys.remove(&id);
-            }
+            self.forget_oldest_key();
+        }
+        while self.keys.len() > limits.max_keys_per_event {
+            self.forget_oldest_key();
         }
         self.ended.prune(
             now_ms,
@@ -1514,7 +1558,7 @@ impl Inventory {
             .tier_by_code
             .get(code)
             .copied()
-            .ok_or_else(|| Rejection::UnknownTier(code.to_string()))
+            .ok_or_else(|| Rejection::UnknownTier(rejection::quote(code)))
     }
 
     fn live_hold(&self, id: HoldId, now_ms: u64) -> Result<&HoldState, Rejection> {

@@ -5,6 +5,33 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{EventStatus, HoldId, OrderId, OrderStatus, SeatRef};
 
+/// How much of a bad value a message quotes.
+const QUOTE_BYTES: usize = 48;
+
+/// A value from a request as a rejection quotes it: whole if short, else its first bytes and its
+/// length, so that a 20 KB tier code never comes back in a status trailer.
+pub fn quote(value: &str) -> String {
+    if value.len() <= QUOTE_BYTES + 16 {
+        return value.to_string();
+    }
+    let mut end = QUOTE_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &value[..end], value.len())
+}
+
+impl SeatRef {
+    /// The seat as a rejection quotes it (see [`quote`]).
+    pub fn quoted(&self) -> SeatRef {
+        SeatRef {
+            section: quote(&self.section),
+            row: quote(&self.row),
+            number: quote(&self.number),
+        }
+    }
+}
+
 /// Every way a request can be refused. The variant is stable and machine-readable (the gRPC edge
 /// maps each to a status code and reason); the wording of the message may improve.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, thiserror::Error)]

@@ -103,6 +103,11 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         self.len
     }
 
+    /// Entries the shards have room for before any grows.
+    pub fn capacity(&self) -> usize {
+        self.shards.iter().map(HashMap::capacity).sum()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.shards.iter().flat_map(|s| s.iter())
     }

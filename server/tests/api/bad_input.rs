@@ -490,3 +490,72 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
         "a refused request changed something"
     );
 }
+
+/// Values of 20 KB or more in every field that a refusal could name: the refusal arrives whole,
+/// with its ErrorInfo, and quotes at most a short prefix of the value.
+#[tokio::test]
+async fn refusals_of_huge_values_quote_a_short_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut c = server.clients().await;
+    let event = c.create(event_request(10, 2)).await.event_id;
+    let huge = "Z".repeat(20 << 10);
+
+    let mut cases: Vec<(&str, Result<(), tonic::Status>)> = Vec::new();
+    let mut with_id = event_request(10, 1);
+    with_id.event_id = huge.clone();
+    let mut with_currency = event_request(10, 1);
+    with_currency.currency = huge.clone();
+    let mut with_tier = event_request(10, 1);
+    with_tier.tiers[0].code = huge.clone();
+    for (name, spec) in [
+        ("event id", with_id),
+        ("currency", with_currency),
+        ("tier code", with_tier),
+    ] {
+        let req = c.req(spec);
+        cases.push((name, c.admin.create_event(req).await.map(drop)));
+    }
+    cases.push((
+        "reserve event id",
+        c.reserve(ga(&huge, "x", 1, "")).await.map(drop),
+    ));
+    let mut tier = ga(&event, "x", 1, "");
+    tier.items[0].tier_code = huge.clone();
+    cases.push(("reserve tier code", c.reserve(tier).await.map(drop)));
+    let mut named = ga(&event, "x", 1, "");
+    named.items[0] = v1::ReserveItem {
+        tier_code: "SEAT".into(),
+        selection: Some(Selection::Seats(v1::SeatList {
+            seats: vec![seat("A", &huge)],
+        })),
+    };
+    cases.push(("reserve seat", c.reserve(named).await.map(drop)));
+    let req = c.req(v1::GetAvailabilityRequest {
+        event_id: event.clone(),
+        include_seats: true,
+        seats_tier_code: huge.clone(),
+    });
+    cases.push((
+        "availability tier",
+        c.availability.get_availability(req).await.map(drop),
+    ));
+
+    for (name, result) in cases {
+        let status = result.expect_err(name);
+        assert_ne!(status.code(), Code::Internal, "{name}: {status:?}");
+        assert!(!reason(&status).is_empty(), "{name}");
+        assert!(
+            status.message().len() <= 512,
+            "{name}: a message of {} bytes",
+            status.message().len()
+        );
+        assert!(
+            status.details().len() <= 2048,
+            "{name}: details of {} bytes",
+            status.details().len()
+        );
+        assert!(!status.message().contains(&huge[..600]), "{name}");
+    }
+    assert_eq!(counts(&c.tiers(&event).await, "GA"), (10, 0, 0));
+}

@@ -1,12 +1,16 @@
 //! The gRPC API over a real `boxoffice serve` process on loopback: real sockets, real sled files,
 //! real signals.
 
+mod raw;
 mod support;
 
 mod bad_input;
+mod bounded;
 mod deadline;
 mod flow;
 mod health;
 mod idempotency;
 mod overload;
+mod startup;
 mod stream;
+mod stream_ends;

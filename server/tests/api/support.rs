@@ -19,6 +19,8 @@ pub const DEV_KEY: &str = "boxoffice-dev-key";
 /// One server process. Dropping it kills the process.
 pub struct Server {
     child: Option<Child>,
+    /// Its stdout, past the lines read so far.
+    stdout: Option<BufReader<std::process::ChildStdout>>,
     pub grpc: SocketAddr,
     pub metrics: Option<SocketAddr>,
     pub data_dir: PathBuf,
@@ -26,13 +28,33 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server on `data_dir` with any free ports and the given config overrides.
+    /// Starts a server on `data_dir` with any free ports and the given config overrides, and
+    /// waits until it takes calls.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut server = Server::listening(data_dir, env);
+        server.wait_serving();
+        server
+    }
+
+    /// Starts a server and returns once its ports are bound, before it has recovered its
+    /// events: health answers, calls get RECOVERING.
+    pub fn listening(data_dir: &Path, env: &[(&str, &str)]) -> Server {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Server::start_with(data_dir.to_path_buf(), env)
+    }
+
+    /// Reads the server's stdout until it says it takes calls.
+    pub fn wait_serving(&mut self) {
+        let stdout = self.stdout.as_mut().expect("stdout");
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read the serving line");
+        assert!(
+            line.starts_with("boxoffice serving "),
+            "the server did not become ready; it printed {line:?}"
+        );
     }
 
     fn start_with(data_dir: PathBuf, env: Vec<(String, String)>) -> Server {
@@ -51,13 +73,13 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn boxoffice");
-        let stdout = child.stdout.take().expect("stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        BufReader::new(stdout)
+        stdout
             .read_line(&mut line)
-            .expect("read the serving line");
+            .expect("read the listening line");
         assert!(
-            line.starts_with("boxoffice serving "),
+            line.starts_with("boxoffice listening "),
             "the server did not start; it printed {line:?}"
         );
         let field = |name: &str| {
@@ -73,6 +95,7 @@ impl Server {
             .map(|m| m.parse().expect("metrics address"));
         Server {
             child: Some(child),
+            stdout: Some(stdout),
             grpc,
             metrics,
             data_dir,
@@ -123,6 +146,43 @@ impl Server {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the server first");
         *self = Server::start_with(self.data_dir.clone(), std::mem::take(&mut self.env));
+        self.wait_serving();
+    }
+
+    /// The process's resident memory now, from `/proc`.
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .map(|v| v.trim().parse().expect("VmRSS"))
+            .expect("VmRSS in /proc status");
+        kib << 10
+    }
+
+    /// The health service's answer for the whole server.
+    pub async fn health(&self) -> tonic_health::pb::health_check_response::ServingStatus {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel().await);
+        let answer = health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect("health answers")
+            .into_inner();
+        ServingStatus::try_from(answer.status).expect("a known serving status")
+    }
+
+    /// One sample of a gauge or counter without labels from `GET /metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+            .trim()
+            .parse()
+            .expect("a number")
     }
 
     /// `GET /metrics`, as text.
@@ -233,6 +293,18 @@ pub fn reason(status: &Status) -> String {
         .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
     assert_eq!(info.domain, "boxoffice");
     info.reason.clone()
+}
+
+/// The `ErrorInfo` metadata value `key` of a status.
+pub fn info(status: &Status, key: &str) -> String {
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    info.metadata
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key} in {info:?}"))
+        .clone()
 }
 
 /// A row of a table-driven test: `name`'s request was refused with `code` and reason `why`.
