@@ -224,6 +224,29 @@ impl<T> AnswerSender<T> {
         }
     }
 
+    /// Resolves `true` once every queued answer has been taken, or `false` once the stream has
+    /// stalled (answers waited the stall time with none taken) or the client went away.
+    pub async fn drained(&self) -> bool {
+        let shared = &self.shared;
+        let tick = (shared.stall / 8).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        loop {
+            if shared.stalled.load(Ordering::Relaxed) {
+                return false;
+            }
+            if shared.queued.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if shared.since().elapsed() >= shared.stall {
+                shared.mark_stalled();
+                return false;
+            }
+            tokio::select! {
+                _ = shared.stall_noticed.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+    }
+
     pub fn is_stalled(&self) -> bool {
         self.shared.stalled.load(Ordering::Relaxed)
     }
@@ -240,6 +263,20 @@ impl<T> AnswerSender<T> {
     pub fn finish(self, end: Result<(), Status>) {
         *self.shared.end.lock().expect("answer end lock") = end.err();
         self.shared.finished.store(true, Ordering::Release);
+    }
+}
+
+/// The client went away (or tonic dropped the response): the waiting answers and their charges
+/// go now, later sends fail at once, and the stream's reader stops.
+impl<T> Drop for AnswerStream<T> {
+    fn drop(&mut self) {
+        let mut queue = self.shared.queue.lock().expect("answer queue lock");
+        queue.close();
+        while queue.try_recv().is_ok() {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        drop(queue);
+        self.shared.mark_stalled();
     }
 }
 

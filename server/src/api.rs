@@ -47,8 +47,6 @@ pub struct Api {
     reserve_streams: Arc<Semaphore>,
     /// Bytes of requests read and answers not yet taken, over every connection.
     answer_budget: AnswerBudget,
-    /// What a stream charges the budget before reading a request: the largest one allowed.
-    request_charge: usize,
     limits: Arc<engine::inventory::Limits>,
     /// Unary Reserve calls go through here, gathered per event into batches.
     coalescer: Arc<Coalescer>,
@@ -81,7 +79,6 @@ impl Api {
             stream_batch,
             watchers: Arc::new(Semaphore::new(api.max_watchers as usize)),
             reserve_streams: Arc::new(Semaphore::new(api.max_reserve_streams as usize)),
-            request_charge: MEMORY_PER_ENCODED_BYTE * max_reservation_request_bytes(&limits),
             answer_budget,
             limits: Arc::new(limits),
             stop,
@@ -369,6 +366,8 @@ fn refused(request_id: u64, error: &ApiError) -> v1::ReserveStreamResponse {
 struct Read {
     request_id: u64,
     charge: Charge,
+    /// Its read-ahead slot, given back once its answer is queued (or the client is gone).
+    slot: OwnedSemaphorePermit,
 }
 
 /// Reservations read from a stream and not yet handed to their actors, grouped by event.
@@ -404,25 +403,18 @@ async fn stream_reservations(
     let mut read: u64 = 0;
     let mut gathered = Gathered::default();
     let end: Result<(), ApiError> = loop {
-        // Room for one more request: a read-ahead slot and the budget for the largest request.
-        // While waiting, what is gathered goes to the actors: its answers free room.
+        // A client whose requests keep arriving still sees the server stop.
+        if *stop.borrow() {
+            break Err(shutting_down(read));
+        }
+        // Room for one more request: a read-ahead slot. While waiting, what is gathered goes to
+        // the actors: its answers free room.
         let slot = match in_flight.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                api.dispatch(&mut gathered, &answers, &in_flight);
+                api.dispatch(&mut gathered, &answers);
                 tokio::select! {
                     slot = in_flight.clone().acquire_owned() => slot.expect("never closed"),
-                    _ = stop.wait_for(|s| *s) => break Err(shutting_down(read)),
-                    _ = answers.stalled() => break Err(slow_reader(&api, read)),
-                }
-            }
-        };
-        let charge = match api.answer_budget.try_charge(api.request_charge) {
-            Some(c) => c,
-            None => {
-                api.dispatch(&mut gathered, &answers, &in_flight);
-                tokio::select! {
-                    c = api.answer_budget.charge(api.request_charge) => c,
                     _ = stop.wait_for(|s| *s) => break Err(shutting_down(read)),
                     _ = answers.stalled() => break Err(slow_reader(&api, read)),
                 }
@@ -433,7 +425,7 @@ async fn stream_reservations(
         let next = match inbound.next().now_or_never() {
             Some(next) => next,
             None => {
-                api.dispatch(&mut gathered, &answers, &in_flight);
+                api.dispatch(&mut gathered, &answers);
                 tokio::select! {
                     next = inbound.next() => next,
                     _ = stop.wait_for(|s| *s) => break Err(shutting_down(read)),
@@ -446,23 +438,47 @@ async fn stream_reservations(
             Some(Ok(item)) => item,
             Some(Err(status)) => break Err(malformed(&status, read)),
         };
+        // The request and its largest answer are charged to the budget before it is decided;
+        // while the budget is full the stream holds this one request and reads no more.
+        let bytes = answer_charge(&item, &api.limits);
+        let charge = match api.answer_budget.try_charge(bytes) {
+            Some(c) => c,
+            None => {
+                api.dispatch(&mut gathered, &answers);
+                tokio::select! {
+                    c = api.answer_budget.charge(bytes) => c,
+                    _ = stop.wait_for(|s| *s) => break Err(shutting_down(read)),
+                    _ = answers.stalled() => break Err(slow_reader(&api, read)),
+                }
+            }
+        };
         read += 1;
         api.gather(item, charge, slot, &mut gathered, &answers)
             .await;
         if gathered.count >= api.stream_batch {
-            api.dispatch(&mut gathered, &answers, &in_flight);
+            api.dispatch(&mut gathered, &answers);
         }
         if answers.is_stalled() {
             break Err(slow_reader(&api, read));
         }
     };
-    api.dispatch(&mut gathered, &answers, &in_flight);
-    // Every request read gets its answer before the stream ends: each holds a read-ahead slot
-    // until its answer is queued (or the client is gone).
+    api.dispatch(&mut gathered, &answers);
+    // Every request read gets its answer queued before the stream ends: each holds a read-ahead
+    // slot until then (or until the client is gone).
     let _all = in_flight.acquire_many(read_ahead).await;
-    if answers.is_stalled() {
-        answers.discard_waiting();
-    }
+    // The stream ends once the client has taken every answer. A client that takes none for the
+    // stall time has its waiting answers dropped, and the stream ends SLOW_READER, never OK,
+    // even after a half-close.
+    let end = match answers.drained().await {
+        true => end,
+        false => {
+            answers.discard_waiting();
+            match end {
+                Err(e) if e.reason != "SLOW_READER" => Err(e),
+                _ => Err(slow_reader(&api, read)),
+            }
+        }
+    };
     if let Err(e) = &end {
         tracing::debug!(reason = e.reason, message = %e.message, "reserve stream ended early");
     }
@@ -525,7 +541,6 @@ impl Api {
         gathered: &mut Gathered,
         answers: &Answers,
     ) {
-        charge.shrink_to(answer_charge(&item, &self.limits));
         let request_id = item.request_id;
         let converted = item
             .reserve
@@ -534,9 +549,12 @@ impl Api {
         match converted {
             Ok((event, request)) => {
                 // The slot is given back with the answer (see `dispatch`).
-                slot.forget();
                 let group = gathered.groups.entry(event).or_default();
-                group.0.push(Read { request_id, charge });
+                group.0.push(Read {
+                    request_id,
+                    charge,
+                    slot,
+                });
                 group.1.push(request);
                 gathered.count += 1;
             }
@@ -556,11 +574,11 @@ impl Api {
 
     /// Hands every gathered group to its actor, each in a task of its own that queues the
     /// answers and gives back one read-ahead slot per answer queued.
-    fn dispatch(&self, gathered: &mut Gathered, answers: &Answers, in_flight: &Arc<Semaphore>) {
+    fn dispatch(&self, gathered: &mut Gathered, answers: &Answers) {
         let received = Instant::now();
         gathered.count = 0;
         for (event, (reads, requests)) in gathered.groups.drain() {
-            let (api, answers, in_flight) = (self.clone(), answers.clone(), in_flight.clone());
+            let (api, answers) = (self.clone(), answers.clone());
             tokio::spawn(async move {
                 let results: Vec<Result<Hold, ApiError>> = match api.engine.event(event) {
                     Ok(handle) => match handle.reserve_many(requests).await {
@@ -595,7 +613,7 @@ impl Api {
                     charge.shrink_to(answer_bytes(&answer));
                     // A client gone or stalled still frees every slot: the stream is ending.
                     let _ = answers.send(answer, charge).await;
-                    in_flight.add_permits(1);
+                    drop(read.slot);
                 }
             });
         }

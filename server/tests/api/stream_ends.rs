@@ -158,3 +158,76 @@ async fn a_stream_open_at_shutdown_ends_shutting_down_with_its_answers() {
     let mut c = server.clients().await;
     assert_eq!(counts(&c.tiers(&event).await, "GA"), (97, 3, 0));
 }
+
+/// A client that half-closes and then takes its answers too slowly: the stream must not end OK
+/// short of answers.
+#[tokio::test]
+async fn a_half_closed_stream_whose_answers_are_not_taken_ends_slow_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            ("BOXOFFICE_API__MAX_STREAM_IN_FLIGHT", "1000"),
+            ("BOXOFFICE_API__STREAM_STALL_TIMEOUT_MS", "500"),
+            ("BOXOFFICE_LIMITS__MAX_OPEN_HOLDS_PER_CUSTOMER", "100000"),
+        ],
+    );
+    let mut c = server.clients().await;
+    let event = c.create(event_request(10_000, 1)).await.event_id;
+    // A one-byte window: the server can send almost nothing until this client reads.
+    let mut raw = Raw::connect(server.grpc, 1).await;
+    let mut call = raw.call(RESERVE_STREAM).await;
+    call.write(frames(&event, 0..1_500), true).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (answers, status) = call.finish::<v1::ReserveStreamResponse>().await;
+    assert!(answers.len() < 1_500, "every answer was taken: {status:?}");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(reason(&status), "SLOW_READER", "{status:?}");
+    // The requests read were decided: their holds are there.
+    let (_, held, _) = counts(&c.tiers(&event).await, "GA");
+    assert!(
+        held as usize >= answers.len(),
+        "{held} held, {} answered",
+        answers.len()
+    );
+}
+
+/// A client that goes away gives back its stream and its share of the answer budget at once.
+#[tokio::test]
+async fn a_client_that_goes_away_gives_back_its_stream_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            ("BOXOFFICE_API__MAX_RESERVE_STREAMS", "1"),
+            ("BOXOFFICE_API__STREAM_STALL_TIMEOUT_MS", "600000"),
+            ("BOXOFFICE_LIMITS__MAX_OPEN_HOLDS_PER_CUSTOMER", "100000"),
+        ],
+    );
+    let mut c = server.clients().await;
+    let event = c.create(event_request(100_000, 1)).await.event_id;
+    let mut raw = Raw::connect(server.grpc, 1).await;
+    let mut call = raw.call(RESERVE_STREAM).await;
+    call.write(frames(&event, 0..5_000), false).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(call);
+    drop(raw);
+    // The one stream allowed is free again well before the ten-minute stall timeout.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut raw = Raw::connect(server.grpc, 1 << 20).await;
+        let mut call = raw.call(RESERVE_STREAM).await;
+        call.write(frames(&event, 100_000..100_001), true).unwrap();
+        let (answers, status) = call.finish::<v1::ReserveStreamResponse>().await;
+        if status.code() == Code::Ok {
+            assert_eq!(answers.len(), 1);
+            break;
+        }
+        assert_eq!(reason(&status), "OVERLOADED", "{status:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream slot was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
