@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "boxoffice/v1/event_admin.proto",
     "boxoffice/v1/reservations.proto",
     "boxoffice/v1/availability.proto",
+    "boxoffice/v1/order_events.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing boxoffice needs on a fresh machine. Idempotent: every step
-# checks first, so a second run takes a second. The Rust toolchain's own tools, a C compiler, and
-# from Debian's packages the bench's baselines (PostgreSQL, Redis) and the headless browser that
-# checks its HTML report (Chromium).
+# checks first, so a second run takes a second. The Rust toolchain's own tools, a C compiler,
+# from Debian's packages the build tools of librdkafka, the bench's baselines (PostgreSQL, Redis)
+# and the headless browser that checks its HTML report (Chromium); and the tansu broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,13 +17,20 @@ fi
 # - gcc builds the bundled C of zstd (sled) and mimalloc;
 # - postgresql and redis-server are the bench's baselines (scripts/baselines.sh starts them);
 # - chromium opens the bench's HTML report in a test;
-# - openssl makes the certificates of the TLS test.
+# - openssl makes the certificates of the TLS test;
+# - cmake builds the librdkafka that the rdkafka crate bundles (the order-event relay), and its
+#   2.12 sources include curl/curl.h even when built without curl (rust-rdkafka issue 829), so
+#   the header package is needed too.
 missing=()
 need cc || missing+=(gcc)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 need redis-server || missing+=(redis-server)
 need chromium || missing+=(chromium)
 need openssl || missing+=(openssl)
+need cmake || missing+=(cmake)
+need c++ || missing+=(g++)
+compgen -G "/usr/include/*/curl/curl.h" >/dev/null || [[ -f /usr/include/curl/curl.h ]] ||
+    missing+=(libcurl4-openssl-dev)
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
     sudo=()
@@ -46,3 +53,14 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
+
+# The Kafka-protocol broker of the tests, the bench and a local run: tansu, built from crates.io
+# once (7 to 20 minutes on 2 cores) into a cache outside the checkout, pinned, with its memory and
+# SQLite storage engines. scripts/broker.sh starts and stops it.
+tansu_version=0.6.0
+tansu_root=${BOXOFFICE_CACHE:-$HOME/.cache/boxoffice}/tansu-$tansu_version
+if [[ ! -x $tansu_root/bin/tansu ]]; then
+    echo "setup: building the tansu $tansu_version broker into $tansu_root (once; minutes)"
+    cargo install --quiet --locked tansu --version "$tansu_version" --features dynostore,libsql \
+        --root "$tansu_root"
+fi

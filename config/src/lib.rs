@@ -47,6 +47,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
+    pub kafka: KafkaConfig,
 }
 
 /// The API key accepted, with every role, when `auth.keys` is empty: for trying the server out on
@@ -291,6 +292,66 @@ impl Default for LogConfig {
         }
     }
 }
+
+/// How order events are encoded in Kafka messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// `boxoffice.v1.OrderEvent`, binary protobuf (`content-type: application/protobuf`).
+    Protobuf,
+    /// The same message in the proto3 JSON mapping (`content-type: application/json`).
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]`. Empty: the relay is off, and order events
+    /// wait in the outbox on disk until a broker is configured.
+    pub brokers: String,
+    /// The topic of order and event changes.
+    pub orders_topic: String,
+    /// Partitions and replicas of `orders_topic` when the relay creates it (it does when the
+    /// cluster does not have it; an existing topic is left as it is).
+    pub orders_topic_partitions: u32,
+    pub orders_topic_replication: u32,
+    pub format: PayloadFormat,
+    /// librdkafka producer properties passed through as they are (`security.protocol`, `sasl.*`,
+    /// `ssl.*`, `compression.type`, ...). The relay sets `enable.idempotence`, `acks` and
+    /// `message.timeout.ms` itself; setting them here is refused.
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// Outbox entries read and sent per round.
+    pub batch_entries: u32,
+    /// Past this many entries waiting in the outbox, the relay logs a warning at each round.
+    pub outbox_warn_entries: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            orders_topic: "boxoffice.orders.v1".to_string(),
+            orders_topic_partitions: 6,
+            orders_topic_replication: 1,
+            format: PayloadFormat::Protobuf,
+            properties: Default::default(),
+            batch_entries: 10_000,
+            outbox_warn_entries: 1_000_000,
+        }
+    }
+}
+
+/// Producer properties the relay sets itself: delivery in order, once per acknowledgement,
+/// retried for as long as it takes.
+pub const RELAY_OWNED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "enable.idempotence",
+    "acks",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "max.in.flight.requests.per.connection",
+    "max.in.flight",
+];
 
 /// What an API key may call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -652,6 +713,49 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key: "auth.keys",
                     problem: format!("key `{}` has no roles", key.name),
+                });
+            }
+        }
+        let k = &self.kafka;
+        if k.orders_topic.is_empty()
+            || k.orders_topic.len() > 249
+            || !k
+                .orders_topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(ConfigError::Invalid {
+                key: "kafka.orders_topic",
+                problem: format!(
+                    "is `{}`: a topic name is 1 to 249 of a-z, A-Z, 0-9, '.', '_', '-'",
+                    k.orders_topic
+                ),
+            });
+        }
+        range("kafka.batch_entries", k.batch_entries, 1, 100_000)?;
+        range(
+            "kafka.orders_topic_partitions",
+            k.orders_topic_partitions,
+            1,
+            10_000,
+        )?;
+        range(
+            "kafka.orders_topic_replication",
+            k.orders_topic_replication,
+            1,
+            100,
+        )?;
+        range(
+            "kafka.outbox_warn_entries",
+            k.outbox_warn_entries,
+            1,
+            u64::MAX,
+        )?;
+        for owned in RELAY_OWNED_PROPERTIES {
+            if k.properties.contains_key(*owned) {
+                return Err(ConfigError::Invalid {
+                    key: "kafka.properties",
+                    problem: format!("sets `{owned}`, which the relay sets itself"),
                 });
             }
         }

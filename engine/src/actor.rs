@@ -19,6 +19,7 @@ use crate::inventory::{
     ReserveRequest, SeatAvailability,
 };
 use crate::memory::StateMemory;
+use crate::outbox::OutboxEntry;
 use crate::wal::{SnapshotDir, StorageError, encode_records};
 
 /// Counters every actor adds to, for metrics and tests.
@@ -130,6 +131,8 @@ pub struct EventState {
     /// Records decided by the message in hand, encoded in lsn order, not yet queued for commit.
     frames: Vec<u8>,
     frame_count: u32,
+    /// The outbox entries of `frames`' records, `(seq, encoded)`.
+    outbox: Vec<(u64, Vec<u8>)>,
     last_snapshot_lsn: u64,
     /// The snapshot being written off the actor, if any.
     snapshot_task: Option<tokio::task::JoinHandle<()>>,
@@ -179,11 +182,15 @@ impl EventState {
         now
     }
 
-    /// Encodes a decided record for the commit of the message in hand.
+    /// Encodes a decided record, just applied, and the outbox entry it made, for the commit of
+    /// the message in hand.
     fn keep(&mut self, record: Option<Record>) {
         if let Some(r) = record {
             encode_records(std::slice::from_ref(&r), &mut self.frames);
             self.frame_count += 1;
+            if let Some(entry) = OutboxEntry::after(&self.inventory, &r, self.last_now_ms) {
+                self.outbox.push((entry.seq, entry.encode()));
+            }
         }
     }
 
@@ -202,9 +209,14 @@ impl EventState {
                 let _ = reply.send(durable.map_err(Error::from).and(answer));
             })
         });
-        self.context
-            .commit
-            .submit(self.inventory.id(), first_lsn, count, &self.frames, waiter);
+        self.context.commit.submit(
+            self.inventory.id(),
+            first_lsn,
+            count,
+            &self.frames,
+            &mut self.outbox,
+            waiter,
+        );
         self.frames.clear();
         if count > 0 {
             // Coalescing: a watch channel keeps only the latest value, so a burst of changes
@@ -345,6 +357,7 @@ impl Actor for EventActor {
             context: args.context,
             frames: Vec::new(),
             frame_count: 0,
+            outbox: Vec::new(),
             last_snapshot_lsn: args.snapshot_lsn,
             snapshot_task: None,
             max_in_flight: args.permits.available_permits(),

@@ -24,6 +24,8 @@ struct Pending {
     first_lsn: u64,
     count: u32,
     segment: Vec<u8>,
+    /// The outbox entries these records made, `(seq, encoded)`, written in the same round.
+    outbox: Vec<(u64, Vec<u8>)>,
 }
 
 #[derive(Default)]
@@ -32,6 +34,8 @@ struct Queue {
     /// Segments to drop: every one holding only records before the lsn, which a durable
     /// snapshot now covers.
     compactions: Vec<(EventId, u64)>,
+    /// Outbox entries the broker acknowledged, up to a seq per event.
+    outbox_acks: HashMap<EventId, u64>,
     waiters: Vec<Waiter>,
     closed: bool,
     poisoned: Option<StorageError>,
@@ -39,7 +43,10 @@ struct Queue {
 
 impl Queue {
     fn is_empty(&self) -> bool {
-        self.segments.is_empty() && self.compactions.is_empty() && self.waiters.is_empty()
+        self.segments.is_empty()
+            && self.compactions.is_empty()
+            && self.outbox_acks.is_empty()
+            && self.waiters.is_empty()
     }
 }
 
@@ -51,6 +58,9 @@ pub struct CommitStats {
     pub bytes: AtomicU64,
     pub flush_nanos_total: AtomicU64,
     pub flush_nanos_max: AtomicU64,
+    /// Outbox entries written, and removed once acknowledged, since start.
+    pub outbox_written: AtomicU64,
+    pub outbox_removed: AtomicU64,
 }
 
 struct Shared {
@@ -83,17 +93,19 @@ impl GroupCommit {
         }
     }
 
-    /// Queues `count` encoded records of `event` (lsns `first_lsn..first_lsn + count`) and the
-    /// waiters to run once they, and everything queued before them, are durable. Records of one
-    /// event must be submitted in lsn order. A submission without records still waits for the
-    /// round in progress: an answer must not overtake the durability of what it observed.
-    /// After a failed round, or once closed, the waiters run at once with the error.
+    /// Queues `count` encoded records of `event` (lsns `first_lsn..first_lsn + count`), the
+    /// outbox entries they made, and the waiters to run once they, and everything queued before
+    /// them, are durable. Records of one event must be submitted in lsn order. A submission
+    /// without records still waits for the round in progress: an answer must not overtake the
+    /// durability of what it observed. After a failed round, or once closed, the waiters run at
+    /// once with the error.
     pub fn submit(
         &self,
         event: EventId,
         first_lsn: u64,
         count: u32,
         frames: &[u8],
+        outbox: &mut Vec<(u64, Vec<u8>)>,
         waiters: impl IntoIterator<Item = Waiter>,
     ) {
         let mut q = self.shared.queue.lock().expect("commit queue lock");
@@ -104,6 +116,7 @@ impl GroupCommit {
         };
         if let Some(e) = refused {
             drop(q);
+            outbox.clear();
             for waiter in waiters {
                 waiter(Err(e.clone()));
             }
@@ -114,6 +127,7 @@ impl GroupCommit {
                 first_lsn,
                 count: 0,
                 segment: SEGMENT_HEADER.to_vec(),
+                outbox: Vec::new(),
             });
             assert_eq!(
                 pending.first_lsn + u64::from(pending.count),
@@ -122,7 +136,12 @@ impl GroupCommit {
             );
             pending.count += count;
             pending.segment.extend_from_slice(frames);
+            pending.outbox.append(outbox);
         }
+        assert!(
+            outbox.is_empty(),
+            "outbox entries of {event} without records"
+        );
         q.waiters.extend(waiters);
         drop(q);
         self.shared.wake.notify_one();
@@ -140,13 +159,33 @@ impl GroupCommit {
         self.shared.wake.notify_one();
     }
 
+    /// Queues removing the outbox entries of `event` up to `seq`, which the broker acknowledged.
+    /// Durable with the next round; a crash before it only makes the relay send them again.
+    pub fn submit_outbox_ack(&self, event: EventId, seq: u64) {
+        let mut q = self.shared.queue.lock().expect("commit queue lock");
+        if q.closed || q.poisoned.is_some() {
+            return;
+        }
+        let acked = q.outbox_acks.entry(event).or_insert(seq);
+        *acked = (*acked).max(seq);
+        drop(q);
+        self.shared.wake.notify_one();
+    }
+
     /// Blocks until everything submitted before this call is durable (or has failed).
     pub fn wait_durable(&self) -> Result<(), StorageError> {
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter: Waiter = Box::new(move |durable| {
             let _ = tx.send(durable);
         });
-        self.submit(EventId(uuid::Uuid::nil()), 0, 0, &[], Some(waiter));
+        self.submit(
+            EventId(uuid::Uuid::nil()),
+            0,
+            0,
+            &[],
+            &mut Vec::new(),
+            Some(waiter),
+        );
         rx.recv().unwrap_or(Err(StorageError::Closed))
     }
 
@@ -172,7 +211,7 @@ impl Drop for GroupCommit {
 
 fn run(shared: &Shared, log: &dyn LogStore) {
     loop {
-        let (segments, compactions, waiters, poisoned) = {
+        let (segments, compactions, acks, waiters, poisoned) = {
             let mut q = shared.queue.lock().expect("commit queue lock");
             while q.is_empty() && !q.closed {
                 q = shared.wake.wait(q).expect("commit queue lock");
@@ -183,6 +222,7 @@ fn run(shared: &Shared, log: &dyn LogStore) {
             (
                 std::mem::take(&mut q.segments),
                 std::mem::take(&mut q.compactions),
+                std::mem::take(&mut q.outbox_acks),
                 std::mem::take(&mut q.waiters),
                 q.poisoned.clone(),
             )
@@ -190,7 +230,7 @@ fn run(shared: &Shared, log: &dyn LogStore) {
         let result = match &poisoned {
             // Writing after a failed round could leave a gap in the log; write nothing.
             Some(e) => Err(StorageError::Poisoned(e.to_string())),
-            None => write_round(log, segments, &compactions, &shared.stats),
+            None => write_round(log, segments, &compactions, &acks, &shared.stats),
         };
         if let (None, Err(e)) = (&poisoned, &result) {
             // The actors' memory is now ahead of the disk. Refuse every later change rather than
@@ -204,31 +244,46 @@ fn run(shared: &Shared, log: &dyn LogStore) {
     }
 }
 
-/// Writes one round's segments and compactions and flushes them, counting what it did. With
-/// nothing to write there is nothing to flush: every earlier round already flushed, so the
-/// waiters' changes are durable.
+/// Writes one round's segments with their outbox entries, compactions and outbox
+/// acknowledgements, and flushes them, counting what it did. With nothing to write there is
+/// nothing to flush: every earlier round already flushed, so the waiters' changes are durable.
 fn write_round(
     log: &dyn LogStore,
     segments: HashMap<EventId, Pending>,
     compactions: &[(EventId, u64)],
+    acks: &HashMap<EventId, u64>,
     stats: &CommitStats,
 ) -> Result<(), StorageError> {
-    if segments.is_empty() && compactions.is_empty() {
+    if segments.is_empty() && compactions.is_empty() && acks.is_empty() {
         return Ok(());
     }
     let started = Instant::now();
     let mut records = 0u64;
     let mut bytes = 0u64;
+    let (mut outbox_written, mut outbox_removed) = (0u64, 0u64);
     for (event, mut p) in segments {
         set_segment_count(&mut p.segment, p.count);
         records += u64::from(p.count);
         bytes += p.segment.len() as u64;
         log.write_segment(event, p.first_lsn, &p.segment)?;
+        for (seq, entry) in &p.outbox {
+            log.write_outbox(event, *seq, entry)?;
+        }
+        outbox_written += p.outbox.len() as u64;
     }
     for (event, lsn) in compactions {
         log.drop_segments_before(*event, *lsn)?;
     }
+    for (event, seq) in acks {
+        outbox_removed += log.ack_outbox(*event, *seq)?;
+    }
     log.flush()?;
+    stats
+        .outbox_written
+        .fetch_add(outbox_written, Ordering::Relaxed);
+    stats
+        .outbox_removed
+        .fetch_add(outbox_removed, Ordering::Relaxed);
     let nanos = started.elapsed().as_nanos() as u64;
     stats.flushes.fetch_add(1, Ordering::Relaxed);
     stats.records.fetch_add(records, Ordering::Relaxed);

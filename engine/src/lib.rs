@@ -3,13 +3,15 @@
 //!
 //! `inventory` is the pure state machine; `wal` is the log on disk; `commit` shares one fsync among
 //! every record written since the previous one; `actor` is the thin shell that feeds requests to an
-//! inventory and its records to the log; `registry` spawns and recovers the actors.
+//! inventory and its records to the log; `registry` spawns and recovers the actors;
+//! `outbox` builds the entries of changes that services downstream hear of.
 
 pub mod actor;
 pub mod commit;
 pub mod error;
 pub mod inventory;
 pub mod memory;
+pub mod outbox;
 pub mod registry;
 pub mod wal;
 

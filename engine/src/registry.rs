@@ -24,6 +24,7 @@ use crate::inventory::{
     SeatAvailability,
 };
 use crate::memory::StateMemory;
+use crate::outbox::OutboxEntry;
 use crate::wal::{self, LogStore, SledLog, SnapshotDir, StorageError, encode_records};
 
 /// How long an overloaded caller is told to wait: about two group-commit rounds.
@@ -56,6 +57,11 @@ pub struct Engine {
     recovery: std::sync::Mutex<RecoveryReport>,
     /// The log as opened, for recovery, which takes it (sled handles are not `Sync`).
     log: std::sync::Mutex<Option<SledLog>>,
+    /// A handle for the relay's reads of the outbox; dropped at shutdown, so that the database
+    /// closes with the commit thread's handle.
+    outbox: std::sync::Mutex<Option<SledLog>>,
+    /// Outbox entries on disk when the engine opened.
+    outbox_at_start: u64,
     snapshots: Arc<SnapshotDir>,
     /// The data directory's lock, released at shutdown.
     lock: std::sync::Mutex<Option<File>>,
@@ -119,6 +125,7 @@ impl Engine {
         let log = SledLog::open(&wal::log_dir(data_dir), config.storage.cache_capacity_mib)?;
         let snapshots = Arc::new(SnapshotDir::open(&wal::snapshot_dir(data_dir))?);
         let commit = Arc::new(GroupCommit::start(Box::new(log.clone())));
+        let outbox_at_start = log.outbox_len()? as u64;
         let context = Arc::new(ActorContext {
             commit,
             snapshots: snapshots.clone(),
@@ -135,6 +142,8 @@ impl Engine {
             creating: Mutex::new(()),
             ready: AtomicBool::new(false),
             recovery: std::sync::Mutex::new(RecoveryReport::default()),
+            outbox: std::sync::Mutex::new(Some(log.clone())),
+            outbox_at_start,
             log: std::sync::Mutex::new(Some(log)),
             snapshots,
             lock: std::sync::Mutex::new(Some(lock)),
@@ -171,7 +180,30 @@ impl Engine {
                     let read = (|| {
                         let snapshot = snapshots.read(id)?;
                         let snapshot_lsn = snapshot.as_ref().map_or(0, |(lsn, _)| *lsn);
-                        let inventory = wal::recover(id, snapshot, log.segments(id)?)?;
+                        // An outbox entry that a crash kept from its tree while its record
+                        // reached the log is written again; acknowledged ones are not.
+                        let acked = log.outbox_acked(id)?;
+                        let mut rewritten = 0u64;
+                        let inventory =
+                            wal::recover(id, snapshot, log.segments(id)?, |inv, record| {
+                                let seq = inv.outbox_seq();
+                                if !OutboxEntry::made_by(record)
+                                    || seq <= acked
+                                    || log.outbox_has(id, seq)?
+                                {
+                                    return Ok(());
+                                }
+                                let now = crate::actor::wall_clock_ms();
+                                if let Some(entry) = OutboxEntry::after(inv, record, now) {
+                                    log.write_outbox(id, entry.seq, &entry.encode())?;
+                                    rewritten += 1;
+                                }
+                                Ok(())
+                            })?;
+                        if rewritten > 0 {
+                            log.flush()?;
+                            tracing::warn!(event = %id, rewritten, "outbox entries written again");
+                        }
                         Ok::<_, StorageError>((inventory, snapshot_lsn))
                     })();
                     let failed = read.is_err();
@@ -228,6 +260,42 @@ impl Engine {
 
     pub fn stats(&self) -> &EngineStats {
         &self.context.stats
+    }
+
+    /// Up to `limit` outbox entries not yet acknowledged, after `after` (event, seq): each event's
+    /// in seq order (see `outbox`).
+    pub fn outbox_after(
+        &self,
+        after: Option<(EventId, u64)>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, Error> {
+        let raw = match self.outbox.lock().expect("outbox lock").as_ref() {
+            Some(log) => log.outbox_after(after, limit)?,
+            None => return Err(Error::ShuttingDown),
+        };
+        raw.into_iter()
+            .map(|(event, seq, bytes)| {
+                OutboxEntry::decode(&bytes).map_err(|e| {
+                    Error::Storage(StorageError::Corrupt {
+                        event,
+                        detail: format!("outbox entry {seq}: {e}"),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Removes the outbox entries of `event` up to `seq`, which the broker acknowledged; durable
+    /// with the next commit round.
+    pub fn ack_outbox(&self, event: EventId, seq: u64) {
+        self.context.commit.submit_outbox_ack(event, seq);
+    }
+
+    /// Outbox entries waiting for the broker's acknowledgement.
+    pub fn outbox_pending(&self) -> u64 {
+        let stats = self.context.commit.stats();
+        (self.outbox_at_start + stats.outbox_written.load(Ordering::Relaxed))
+            .saturating_sub(stats.outbox_removed.load(Ordering::Relaxed))
     }
 
     /// Every event's state in memory, as accounted against `engine.max_state_mib`.
@@ -301,12 +369,15 @@ impl Engine {
         }
         let mut frames = Vec::new();
         encode_records(std::slice::from_ref(&record), &mut frames);
+        let created = OutboxEntry::after(&inventory, &record, crate::actor::wall_clock_ms())
+            .expect("a creation makes an outbox entry");
         let (tx, rx) = oneshot::channel::<Result<(), wal::StorageError>>();
         self.context.commit.submit(
             id,
             0,
             1,
             &frames,
+            &mut vec![(created.seq, created.encode())],
             Some(Box::new(move |durable: Result<(), wal::StorageError>| {
                 let _ = tx.send(durable);
             }) as crate::commit::Waiter),
@@ -354,6 +425,7 @@ impl Engine {
         }
         // Writes and flushes every queued round before the thread ends.
         self.context.commit.close();
+        drop(self.outbox.lock().expect("outbox lock").take());
         drop(self.lock.lock().expect("lock file lock").take());
     }
 }

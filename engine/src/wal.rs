@@ -69,6 +69,11 @@ pub trait LogStore: Send + 'static {
     fn events(&self) -> Result<Vec<EventId>, StorageError>;
     /// An event's segments in lsn order, as `(first lsn, segment)`.
     fn segments(&self, event: EventId) -> Result<Vec<(u64, Vec<u8>)>, StorageError>;
+    /// Stores outbox entry `seq` of `event` (see `outbox`), encoded.
+    fn write_outbox(&self, event: EventId, seq: u64, entry: &[u8]) -> Result<(), StorageError>;
+    /// Removes the outbox entries of `event` up to `seq` and remembers `seq` as acknowledged;
+    /// returns how many it removed.
+    fn ack_outbox(&self, event: EventId, seq: u64) -> Result<u64, StorageError>;
 }
 
 /// Leaves of 4 entries: sled rewrites a whole dirty leaf at each flush, and log keys only grow,
@@ -88,6 +93,10 @@ const ZSTD_LEVEL: i32 = -5;
 pub struct SledLog {
     db: sled::Db<LEAF_FANOUT>,
     log: sled::Tree<LEAF_FANOUT>,
+    /// Outbox entries not yet acknowledged by the broker: key = event id ++ seq.
+    outbox: sled::Tree<LEAF_FANOUT>,
+    /// Per event, the highest outbox seq the broker acknowledged: key = event id.
+    outbox_acked: sled::Tree<LEAF_FANOUT>,
 }
 
 impl SledLog {
@@ -102,7 +111,62 @@ impl SledLog {
             .zstd_compression_level(ZSTD_LEVEL)
             .open()?;
         let log = db.open_tree("log")?;
-        Ok(SledLog { db, log })
+        let outbox = db.open_tree("outbox")?;
+        let outbox_acked = db.open_tree("outbox_acked")?;
+        Ok(SledLog {
+            db,
+            log,
+            outbox,
+            outbox_acked,
+        })
+    }
+
+    /// Up to `limit` unacknowledged outbox entries after `after` (event, seq), in key order:
+    /// each event's entries in seq order, events one after another.
+    pub fn outbox_after(
+        &self,
+        after: Option<(EventId, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(EventId, u64, Vec<u8>)>, StorageError> {
+        let mut entries = Vec::new();
+        let start = match after {
+            Some((event, seq)) => std::ops::Bound::Excluded(segment_key(event, seq)),
+            None => std::ops::Bound::Unbounded,
+        };
+        for entry in self
+            .outbox
+            .range::<[u8; 24], _>((start, std::ops::Bound::Unbounded))
+        {
+            let (key, value) = entry?;
+            entries.push((event_from_key(&key)?, lsn_from_key(&key), value.to_vec()));
+            if entries.len() >= limit {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The highest outbox seq of `event` the broker acknowledged; 0 for none.
+    pub fn outbox_acked(&self, event: EventId) -> Result<u64, StorageError> {
+        match self.outbox_acked.get(event.0.as_bytes())? {
+            None => Ok(0),
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt {
+                    event,
+                    detail: format!("acknowledged outbox seq of {} bytes", v.len()),
+                }),
+        }
+    }
+
+    /// Whether outbox entry `seq` of `event` is stored.
+    pub fn outbox_has(&self, event: EventId, seq: u64) -> Result<bool, StorageError> {
+        Ok(self.outbox.contains_key(segment_key(event, seq))?)
+    }
+
+    /// Unacknowledged outbox entries in all.
+    pub fn outbox_len(&self) -> Result<usize, StorageError> {
+        Ok(self.outbox.len())
     }
 }
 
@@ -157,6 +221,30 @@ impl LogStore for SledLog {
             cursor = self.log.get_gt(segment_key(id, u64::MAX))?;
         }
         Ok(ids)
+    }
+
+    fn write_outbox(&self, event: EventId, seq: u64, entry: &[u8]) -> Result<(), StorageError> {
+        self.outbox.insert(segment_key(event, seq), entry)?;
+        Ok(())
+    }
+
+    fn ack_outbox(&self, event: EventId, seq: u64) -> Result<u64, StorageError> {
+        let mut doomed = Vec::new();
+        for entry in self
+            .outbox
+            .range(segment_key(event, 0)..=segment_key(event, seq))
+        {
+            doomed.push(entry?.0);
+        }
+        let removed = doomed.len() as u64;
+        for key in doomed {
+            self.outbox.remove(key)?;
+        }
+        if self.outbox_acked(event)? < seq {
+            self.outbox_acked
+                .insert(event.0.as_bytes(), &seq.to_be_bytes()[..])?;
+        }
+        Ok(removed)
     }
 
     fn segments(&self, event: EventId) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
@@ -336,11 +424,13 @@ pub fn decode_segment(event: EventId, segment: &[u8]) -> Result<Vec<Record>, Sto
 
 /// Rebuilds an event from what the disk holds: its snapshot, if any, then every later record of
 /// its segments (in lsn order), applied by the same `Inventory::apply` that applied them live.
-/// Checks that lsns are contiguous, and audits the result once.
+/// Checks that lsns are contiguous, and audits the result once. `replayed` sees the state after
+/// each record applied (not those the snapshot covers), as the actor saw it live.
 pub fn recover(
     event: EventId,
     snapshot: Option<(u64, Vec<u8>)>,
     segments: Vec<(u64, Vec<u8>)>,
+    mut replayed: impl FnMut(&Inventory, &Record) -> Result<(), StorageError>,
 ) -> Result<Inventory, StorageError> {
     let corrupt = |detail: String| StorageError::Corrupt { event, detail };
     let mut inventory: Option<Inventory> = match snapshot {
@@ -369,6 +459,7 @@ pub fn recover(
                     if inv.id() != event {
                         return Err(corrupt(format!("log of {event} creates {}", inv.id())));
                     }
+                    replayed(&inv, record)?;
                     inventory = Some(inv);
                 }
                 None => {
@@ -377,7 +468,10 @@ pub fn recover(
                     )));
                 }
                 Some(inv) if lsn < inv.applied() => {} // already in the snapshot
-                Some(inv) if lsn == inv.applied() => inv.apply(record),
+                Some(inv) if lsn == inv.applied() => {
+                    inv.apply(record);
+                    replayed(inv, record)?;
+                }
                 Some(inv) => {
                     return Err(corrupt(format!(
                         "gap in the log: expected lsn {}, found {lsn}",

@@ -438,3 +438,44 @@ pub fn order_to_proto(o: &domain::Order) -> v1::Order {
         updated_at: timestamp(o.updated_at_ms),
     }
 }
+
+/// An outbox entry as the `OrderEvent` published for it.
+pub fn order_event_to_proto(entry: &engine::outbox::OutboxEntry) -> v1::OrderEvent {
+    use engine::outbox::Change;
+    use v1::order_event::Change as Proto;
+    let change = match &entry.change {
+        Change::EventCreated { spec } => Proto::EventCreated(v1::EventCreated {
+            event: Some(event_to_proto(spec, spec.status)),
+        }),
+        Change::EventStatusChanged { status } => {
+            Proto::EventStatusChanged(v1::EventStatusChanged {
+                status: status_to_proto(*status) as i32,
+            })
+        }
+        Change::OrderConfirmed { order } => Proto::OrderConfirmed(v1::OrderConfirmed {
+            order: Some(order_to_proto(order)),
+        }),
+        Change::OrderCancelled { order, reason } => Proto::OrderCancelled(v1::OrderCancelled {
+            order: Some(order_to_proto(order)),
+            reason: reason.clone(),
+        }),
+    };
+    v1::OrderEvent {
+        id: entry.id.to_string(),
+        event_id: entry.event_id.0.to_string(),
+        sequence: entry.seq,
+        time: timestamp(entry.at_ms),
+        change: Some(change),
+    }
+}
+
+/// The CloudEvents type of an outbox entry's change.
+pub fn order_event_type(change: &engine::outbox::Change) -> &'static str {
+    use engine::outbox::Change;
+    match change {
+        Change::EventCreated { .. } => "boxoffice.event.created.v1",
+        Change::EventStatusChanged { .. } => "boxoffice.event.status_changed.v1",
+        Change::OrderConfirmed { .. } => "boxoffice.order.confirmed.v1",
+        Change::OrderCancelled { .. } => "boxoffice.order.cancelled.v1",
+    }
+}

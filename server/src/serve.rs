@@ -181,8 +181,12 @@ pub async fn launch(config: &Config) -> anyhow::Result<Running> {
     );
     let recovery = {
         let (engine, health) = (engine.clone(), health.clone());
+        let (kafka, stop_rx) = (config.kafka.clone(), stop_rx.clone());
         tokio::spawn(async move {
             engine.recover().await?;
+            // After recovery, which writes again any outbox entry a crash kept from disk. The
+            // relay stops by itself when `stop` turns true.
+            crate::relay::start(engine.clone(), &kafka, stop_rx);
             set_health(&health, ServingStatus::Serving).await;
             Ok(())
         })

@@ -1,0 +1,242 @@
+//! Orders: confirming a live hold into an order pending payment, cancelling an order, and the
+//! lookups of orders.
+
+use super::keys::keyed;
+use super::spec::check_string;
+use super::*;
+
+impl Inventory {
+    /// Decides turning a live hold into an order pending payment, at today's prices.
+    pub fn confirm(
+        &mut self,
+        req: &ConfirmRequest,
+        order_id: OrderId,
+        now_ms: u64,
+        limits: &Limits,
+    ) -> Result<Decision<Order>, Rejection> {
+        check_string("payment reference", &req.payment_ref, limits)?;
+        let keyed = keyed(KeyScope::Confirm, "", &req.idempotency_key, req, limits)?;
+        if let Some(Answer::Order(order)) = self.repeat(keyed.as_ref(), now_ms, limits)? {
+            return Ok(Decision {
+                record: None,
+                answer: order,
+            });
+        }
+        let hold = self.live_hold(req.hold_id, now_ms)?;
+        if self.status == EventStatus::Closed {
+            return Err(Rejection::NotOnSale(self.status));
+        }
+        let lines = hold
+            .lines
+            .iter()
+            .map(|l| {
+                let tier = &self.spec.tiers[l.tier as usize];
+                LineRecord {
+                    unit_price_minor: tier.price_minor,
+                    unit_fee_minor: tier.fee_minor,
+                    ..l.clone()
+                }
+            })
+            .collect();
+        let record = Record::HoldConfirmed {
+            hold_id: req.hold_id,
+            order_id,
+            payment_ref: req.payment_ref.clone(),
+            lines,
+            at_ms: now_ms,
+            key: keyed.map(|k| k.record),
+        };
+        self.apply(&record);
+        let answer = self.order_view(order_id).expect("the order was just made");
+        Ok(Decision {
+            record: Some(record),
+            answer,
+        })
+    }
+
+    /// Decides cancelling an order pending payment; its tickets go back on sale.
+    pub fn cancel_order(
+        &mut self,
+        req: &CancelOrderRequest,
+        now_ms: u64,
+        limits: &Limits,
+    ) -> Result<Decision<Order>, Rejection> {
+        check_string("cancel reason", &req.reason, limits)?;
+        let keyed = keyed(KeyScope::Cancel, "", &req.idempotency_key, req, limits)?;
+        if let Some(Answer::Order(order)) = self.repeat(keyed.as_ref(), now_ms, limits)? {
+            return Ok(Decision {
+                record: None,
+                answer: order,
+            });
+        }
+        let order = self
+            .orders
+            .get(&req.order_id)
+            .ok_or(Rejection::OrderNotFound(req.order_id))?;
+        if order.status != OrderStatus::PendingPayment {
+            return Err(Rejection::OrderNotCancellable {
+                order: req.order_id,
+                status: order.status,
+            });
+        }
+        let record = Record::OrderCancelled {
+            order_id: req.order_id,
+            reason: req.reason.clone(),
+            at_ms: now_ms,
+            key: keyed.map(|k| k.record),
+        };
+        self.apply(&record);
+        let answer = self.order_view(req.order_id).expect("the order exists");
+        Ok(Decision {
+            record: Some(record),
+            answer,
+        })
+    }
+
+    pub fn order(&self, id: OrderId) -> Result<Order, Rejection> {
+        self.order_view(id).ok_or(Rejection::OrderNotFound(id))
+    }
+
+    /// Every order with its hold and status, for audits.
+    pub fn order_list(&self) -> Vec<(OrderId, HoldId, OrderStatus)> {
+        self.orders
+            .iter()
+            .map(|(id, o)| (*id, o.hold_id, o.status))
+            .collect()
+    }
+
+    /// An order as the answer describes it, with its totals.
+    fn order_view(&self, id: OrderId) -> Option<Order> {
+        let o = self.orders.get(&id)?;
+        let subtotal_minor = o
+            .lines
+            .iter()
+            .map(|l| l.unit_price_minor * u64::from(l.quantity))
+            .sum();
+        let fees_minor = o
+            .lines
+            .iter()
+            .map(|l| l.unit_fee_minor * u64::from(l.quantity))
+            .sum();
+        Some(Order {
+            id,
+            event_id: self.spec.id,
+            hold_id: o.hold_id,
+            customer: o.customer.clone(),
+            lines: self.lines_view(&o.lines),
+            currency: self.spec.currency,
+            subtotal_minor,
+            fees_minor,
+            total_minor: subtotal_minor + fees_minor,
+            payment_ref: o.payment_ref.clone(),
+            status: o.status,
+            created_at_ms: o.created_at_ms,
+            updated_at_ms: o.updated_at_ms,
+        })
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Applying records, called by `apply`.
+    // ------------------------------------------------------------------------------------------
+
+    /// Performs `Record::HoldConfirmed`: the hold ends and its seats are sold to the new order.
+    pub(super) fn apply_hold_confirmed(
+        &mut self,
+        hold_id: HoldId,
+        order_id: OrderId,
+        payment_ref: &str,
+        lines: &[LineRecord],
+        at_ms: u64,
+        key: Option<&KeyRecord>,
+    ) {
+        let hold = self
+            .holds
+            .remove(&hold_id)
+            .unwrap_or_else(|| panic!("confirmed hold {hold_id} is not live"));
+        assert_eq!(
+            lines.len(),
+            hold.lines.len(),
+            "order lines differ from hold {hold_id}"
+        );
+        for (line, held) in lines.iter().zip(&hold.lines) {
+            assert!(
+                line.tier == held.tier
+                    && line.quantity == held.quantity
+                    && line.seats == held.seats
+            );
+            let tier = &mut self.tiers[line.tier as usize];
+            assert!(tier.held >= line.quantity);
+            tier.held -= line.quantity;
+            tier.sold += line.quantity;
+            for &s in &line.seats {
+                assert_eq!(
+                    self.owners[s as usize],
+                    Owner::Held(hold_id),
+                    "seat {s} not held by {hold_id}"
+                );
+                self.owners[s as usize] = Owner::Sold(order_id);
+            }
+        }
+        let tally = self
+            .customers
+            .get_mut(&hold.customer)
+            .expect("holder has a tally");
+        tally.open_holds -= 1;
+        let previous = self.orders.insert(
+            order_id,
+            OrderState {
+                hold_id,
+                customer: hold.customer,
+                lines: lines.to_vec(),
+                tickets: hold.tickets,
+                payment_ref: payment_ref.to_string(),
+                status: OrderStatus::PendingPayment,
+                created_at_ms: at_ms,
+                updated_at_ms: at_ms,
+            },
+        );
+        assert!(previous.is_none(), "order {order_id} made twice");
+        self.note_end(hold_id, HoldEnd::Confirmed(order_id), at_ms);
+        if let Some(k) = key {
+            let order = self.order_view(order_id).expect("just inserted");
+            self.remember(KeyScope::Confirm, "", k, at_ms, Answer::Order(order));
+        }
+        self.check_lines(lines);
+    }
+
+    /// Performs `Record::OrderCancelled`: the order's seats and tickets go back on sale.
+    pub(super) fn apply_order_cancelled(
+        &mut self,
+        order_id: OrderId,
+        at_ms: u64,
+        key: Option<&KeyRecord>,
+    ) {
+        let order = self
+            .orders
+            .get_mut(&order_id)
+            .unwrap_or_else(|| panic!("cancelled order {order_id} does not exist"));
+        assert_eq!(order.status, OrderStatus::PendingPayment);
+        order.status = OrderStatus::Cancelled;
+        order.updated_at_ms = at_ms;
+        let customer = order.customer.clone();
+        let tickets = order.tickets;
+        let lines = order.lines.clone();
+        for line in &lines {
+            let tier = &mut self.tiers[line.tier as usize];
+            assert!(tier.sold >= line.quantity);
+            tier.sold -= line.quantity;
+            tier.available += line.quantity;
+            for &s in &line.seats {
+                assert_eq!(self.owners[s as usize], Owner::Sold(order_id));
+                self.owners[s as usize] = Owner::Free;
+                tier.rows[self.seats[s as usize].row as usize].free += 1;
+            }
+        }
+        self.untally(&customer, tickets, 0);
+        if let Some(k) = key {
+            let order = self.order_view(order_id).expect("exists");
+            self.remember(KeyScope::Cancel, "", k, at_ms, Answer::Order(order));
+        }
+        self.check_lines(&lines);
+    }
+}

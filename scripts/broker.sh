@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Starts and stops a Kafka-protocol broker on loopback for the tests, the bench and a local run:
+# tansu, built once by scripts/setup.sh, with its SQLite storage engine so that what it
+# acknowledged survives a SIGKILL and a restart (its default in-memory engine does not).
+#
+#   scripts/broker.sh start DIR [PORT]  starts it with its files in DIR (a free port unless PORT)
+#                                       and prints `kafka=127.0.0.1:PORT` once it takes
+#                                       connections; start it again on the same DIR and PORT
+#                                       after a kill and it has every message it acknowledged
+#   scripts/broker.sh stop DIR          stops it (SIGTERM, then SIGKILL) and leaves its files
+#
+# Its pid is in DIR/broker.pid, its log in DIR/broker.log.
+set -euo pipefail
+
+usage() { echo "usage: $0 start DIR [PORT] | stop DIR" >&2; exit 2; }
+[[ $# -ge 2 && $# -le 3 ]] || usage
+action=$1
+dir=$(mkdir -p "$2" && cd "$2" && pwd)
+
+tansu_version=0.6.0
+tansu=${BOXOFFICE_CACHE:-$HOME/.cache/boxoffice}/tansu-$tansu_version/bin/tansu
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+case $action in
+start)
+    [[ -x $tansu ]] || { echo "broker: $tansu is not built; run scripts/setup.sh" >&2; exit 1; }
+    port=${3:-$(free_port)}
+    # The SQLite path is relative to the broker's working directory.
+    (
+        cd "$dir"
+        exec "$tansu" broker \
+            --listener-url "tcp://127.0.0.1:$port" \
+            --advertised-listener-url "tcp://127.0.0.1:$port" \
+            --storage-engine "sqlite://broker.db" \
+            >>broker.log 2>&1 </dev/null
+    ) &
+    echo $! >"$dir/broker.pid"
+    for _ in $(seq 300); do
+        if python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
+            echo "kafka=127.0.0.1:$port"
+            exit 0
+        fi
+        kill -0 "$(cat "$dir/broker.pid")" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "broker: tansu did not start; its log, $dir/broker.log:" >&2
+    tail -n 20 "$dir/broker.log" >&2
+    exit 1
+    ;;
+stop)
+    if [[ -f $dir/broker.pid ]]; then
+        pid=$(cat "$dir/broker.pid")
+        kill -CONT "$pid" 2>/dev/null || true
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        rm -f "$dir/broker.pid"
+    fi
+    ;;
+*) usage ;;
+esac

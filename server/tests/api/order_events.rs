@@ -1,0 +1,354 @@
+//! Order events on Kafka, end to end: a real tansu broker (scripts/broker.sh, SQLite storage), a
+//! real `boxoffice serve` with its relay, and a real rdkafka consumer in a consumer group.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kafka::CloudEvent;
+use kafka::rdkafka::Message;
+use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use prost::Message as _;
+use proto::v1;
+use proto::v1::order_event::Change;
+
+use crate::support::*;
+
+/// A tansu broker with its files in a directory; stopped when dropped.
+pub struct Broker {
+    dir: PathBuf,
+    pub addr: String,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/broker.sh")
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> Broker {
+        Broker::start_on(dir, None)
+    }
+
+    fn start_on(dir: &Path, port: Option<&str>) -> Broker {
+        let mut command = Command::new(script());
+        command.arg("start").arg(dir);
+        if let Some(port) = port {
+            command.arg(port);
+        }
+        let out = command.output().expect("run scripts/broker.sh");
+        assert!(
+            out.status.success(),
+            "the broker did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let addr = text
+            .lines()
+            .find_map(|l| l.strip_prefix("kafka="))
+            .unwrap_or_else(|| panic!("no kafka= in {text:?}"))
+            .to_string();
+        Broker {
+            dir: dir.to_path_buf(),
+            addr,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.dir.join("broker.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid()).unwrap();
+        rustix::process::kill_process(pid, signal).expect("signal the broker");
+    }
+
+    /// SIGKILL, then a new broker on the same files and port.
+    pub fn kill_and_restart(&mut self) {
+        self.signal(rustix::process::Signal::KILL);
+        std::thread::sleep(Duration::from_millis(200));
+        let port = self.addr.rsplit(':').next().unwrap().to_string();
+        // Not `*self = ...`: dropping the old value would stop the new broker.
+        let restarted = Broker::start_on(&self.dir, Some(&port));
+        assert_eq!(restarted.addr, self.addr);
+        std::mem::forget(restarted);
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).arg("stop").arg(&self.dir).output();
+    }
+}
+
+/// One message as a consumer sees it.
+#[derive(Debug)]
+pub struct Received {
+    pub key: String,
+    pub headers: CloudEvent,
+    pub event: v1::OrderEvent,
+}
+
+pub fn consumer(broker: &Broker, topic: &str) -> StreamConsumer {
+    let group = format!("test-{}", uuid::Uuid::now_v7());
+    let consumer = kafka::consumer(&broker.addr, &group, &BTreeMap::new()).expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+/// Reads messages until `done` says so or `within` passes.
+pub async fn receive_until(
+    consumer: &StreamConsumer,
+    within: Duration,
+    mut done: impl FnMut(&[Received]) -> bool,
+) -> Vec<Received> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    while !done(&got) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only {} messages came: {got:#?}",
+            got.len()
+        );
+        let Ok(message) = tokio::time::timeout(left, consumer.recv()).await else {
+            continue;
+        };
+        let message = match message {
+            Ok(m) => m,
+            // Until the relay has created the topic, and while the broker is away: the consumer
+            // reconnects by itself.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let headers = CloudEvent::from_headers(message.headers().expect("headers")).unwrap();
+        let event = v1::OrderEvent::decode(message.payload().expect("a payload")).unwrap();
+        got.push(Received {
+            key: String::from_utf8(message.key().expect("a key").to_vec()).unwrap(),
+            headers,
+            event,
+        });
+    }
+    got
+}
+
+/// Per event, the messages after deduplication by id, checked in order: sequence 1, 2, 3...
+/// with no gap, each message's headers naming it.
+pub fn dedup_in_order(received: &[Received]) -> HashMap<String, Vec<&v1::OrderEvent>> {
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut ids: HashMap<String, u64> = HashMap::new();
+    let mut per_event: HashMap<String, Vec<&v1::OrderEvent>> = HashMap::new();
+    for r in received {
+        let e = &r.event;
+        assert_eq!(r.key, e.event_id, "the key is the event id");
+        assert_eq!(r.headers.id, e.id);
+        assert_eq!(r.headers.subject, e.event_id);
+        assert_eq!(r.headers.source, "boxoffice");
+        assert_eq!(r.headers.content_type, "application/protobuf");
+        if let Some(seq) = ids.insert(e.id.clone(), e.sequence) {
+            assert_eq!(seq, e.sequence, "one id, two sequence numbers");
+            continue; // a duplicate, as docs/events.md allows
+        }
+        let seen = last.entry(e.event_id.clone()).or_insert(0);
+        assert_eq!(
+            e.sequence,
+            *seen + 1,
+            "gap or reorder in {}: {received:#?}",
+            e.event_id
+        );
+        *seen = e.sequence;
+        per_event.entry(e.event_id.clone()).or_default().push(e);
+    }
+    per_event
+}
+
+fn kind(event: &v1::OrderEvent) -> &'static str {
+    match event.change.as_ref().expect("a change") {
+        Change::EventCreated(_) => "created",
+        Change::EventStatusChanged(_) => "status",
+        Change::OrderConfirmed(_) => "confirmed",
+        Change::OrderCancelled(_) => "cancelled",
+    }
+}
+
+#[tokio::test]
+async fn every_change_reaches_a_consumer_once_in_order_with_its_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[("BOXOFFICE_KAFKA__BROKERS", &broker.addr)],
+    );
+    let consumer = consumer(&broker, "boxoffice.orders.v1");
+    let mut c = server.clients().await;
+    let event = c.create(event_request(100, 2)).await.event_id;
+    let mut orders = Vec::new();
+    for i in 0..3 {
+        let hold = c
+            .reserve(ga(&event, &format!("fan-{i}"), 2, ""))
+            .await
+            .unwrap();
+        let req = c.req(v1::ConfirmRequest {
+            event_id: event.clone(),
+            hold_id: hold.hold_id,
+            payment: Some(v1::Payment {
+                reference: format!("pay-{i}"),
+            }),
+            idempotency_key: String::new(),
+        });
+        let order = c.reservations.confirm(req).await.unwrap().into_inner();
+        orders.push(order.order.unwrap());
+    }
+    let req = c.req(v1::CancelOrderRequest {
+        event_id: event.clone(),
+        order_id: orders[1].order_id.clone(),
+        reason: "payment failed".into(),
+        idempotency_key: String::new(),
+    });
+    c.reservations.cancel_order(req).await.unwrap();
+    let req = c.req(v1::SetEventStatusRequest {
+        event_id: event.clone(),
+        status: v1::EventStatus::Paused as i32,
+    });
+    c.admin.set_event_status(req).await.unwrap();
+
+    let got = receive_until(&consumer, Duration::from_secs(60), |got| got.len() >= 6).await;
+    let per_event = dedup_in_order(&got);
+    let changes = &per_event[&event];
+    let kinds: Vec<&str> = changes.iter().map(|e| kind(e)).collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "confirmed",
+            "confirmed",
+            "confirmed",
+            "cancelled",
+            "status"
+        ]
+    );
+    for r in &got {
+        let expected = match kind(&r.event) {
+            "created" => "boxoffice.event.created.v1",
+            "confirmed" => "boxoffice.order.confirmed.v1",
+            "cancelled" => "boxoffice.order.cancelled.v1",
+            _ => "boxoffice.event.status_changed.v1",
+        };
+        assert_eq!(r.headers.kind, expected);
+        assert!(
+            r.headers.time.ends_with('Z') && r.headers.time.len() == 24,
+            "{:?}",
+            r.headers
+        );
+    }
+    let Some(Change::OrderConfirmed(confirmed)) = &changes[1].change else {
+        unreachable!()
+    };
+    let order = confirmed.order.as_ref().unwrap();
+    assert_eq!(order, &orders[0], "the order as Confirm answered it");
+    assert_eq!(order.customer_id, "fan-0");
+    assert_eq!(order.payment_reference, "pay-0");
+    assert_eq!(order.total_minor, 2 * (5_000 + 250));
+    let Some(Change::OrderCancelled(cancelled)) = &changes[4].change else {
+        unreachable!()
+    };
+    assert_eq!(cancelled.reason, "payment failed");
+    assert_eq!(
+        cancelled.order.as_ref().unwrap().status,
+        v1::OrderStatus::Cancelled as i32
+    );
+    let Some(Change::EventCreated(created)) = &changes[0].change else {
+        unreachable!()
+    };
+    assert_eq!(created.event.as_ref().unwrap().event_id, event);
+
+    // Once acknowledged, nothing waits in the outbox.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("boxoffice_outbox_pending_entries").await > 0.0 {
+        assert!(Instant::now() < deadline, "the outbox did not drain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Confirms `n` holds of `event`, numbering customers from `from`; returns the order ids.
+async fn confirm_n(c: &mut Clients, event: &str, from: u32, n: u32) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in from..from + n {
+        let hold = c.reserve(ga(event, &format!("c{i}"), 1, "")).await.unwrap();
+        let req = c.req(v1::ConfirmRequest {
+            event_id: event.to_string(),
+            hold_id: hold.hold_id,
+            payment: Some(v1::Payment {
+                reference: format!("p{i}"),
+            }),
+            idempotency_key: String::new(),
+        });
+        let order = c.reservations.confirm(req).await.unwrap().into_inner();
+        ids.push(order.order.unwrap().order_id);
+    }
+    ids
+}
+
+/// The broker paused, then killed and restarted, then boxoffice killed and restarted, each in
+/// the middle of confirms: boxoffice answers throughout, and the consumer ends with every
+/// acknowledged order once after deduplication, in order, with no gap.
+#[tokio::test]
+async fn order_events_survive_broker_outages_and_a_killed_server() {
+    use rustix::process::Signal;
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(&dir.path().join("broker"));
+    let mut server = Server::start(
+        &dir.path().join("data"),
+        &[("BOXOFFICE_KAFKA__BROKERS", &broker.addr)],
+    );
+    let consumer = consumer(&broker, "boxoffice.orders.v1");
+    let mut c = server.clients().await;
+    let event = c.create(event_request(1_000, 1)).await.event_id;
+    let mut orders = confirm_n(&mut c, &event, 0, 40).await;
+
+    // Paused: selling goes on, the outbox grows.
+    broker.signal(Signal::STOP);
+    orders.extend(confirm_n(&mut c, &event, 40, 40).await);
+    assert!(server.metric("boxoffice_outbox_pending_entries").await > 0.0);
+    broker.signal(Signal::CONT);
+
+    // Killed and restarted on its own files.
+    orders.extend(confirm_n(&mut c, &event, 80, 20).await);
+    broker.kill_and_restart();
+    orders.extend(confirm_n(&mut c, &event, 100, 20).await);
+
+    // boxoffice killed mid-stream of confirms, then back.
+    server.kill();
+    server.restart();
+    let mut c = server.clients().await;
+    orders.extend(confirm_n(&mut c, &event, 120, 40).await);
+
+    let got = receive_until(&consumer, Duration::from_secs(120), |got| {
+        let per_event = dedup_in_order(got);
+        per_event
+            .get(&event)
+            .is_some_and(|e| e.len() > orders.len())
+    })
+    .await;
+    let per_event = dedup_in_order(&got);
+    let changes = &per_event[&event];
+    assert_eq!(kind(changes[0]), "created");
+    let published: Vec<&str> = changes[1..]
+        .iter()
+        .map(|e| match e.change.as_ref().unwrap() {
+            Change::OrderConfirmed(c) => c.order.as_ref().unwrap().order_id.as_str(),
+            other => panic!("unexpected change {other:?}"),
+        })
+        .collect();
+    let expected: Vec<&str> = orders.iter().map(String::as_str).collect();
+    assert_eq!(
+        published, expected,
+        "every acknowledged order, once, in order"
+    );
+}
