@@ -18,7 +18,7 @@ action=$1
 dir=$(mkdir -p "$2" && cd "$2" && pwd)
 
 tansu_version=0.6.0
-tansu=${BOXOFFICE_CACHE:-$HOME/.cache/boxoffice}/tansu-$tansu_version/bin/tansu
+tansu=${XDG_CACHE_HOME:-$HOME/.cache}/boxoffice/tansu-$tansu_version/bin/tansu
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -55,10 +55,11 @@ for component in rustfmt clippy; do
 done
 
 # The Kafka-protocol broker of the tests, the bench and a local run: tansu, built from crates.io
-# once (7 to 20 minutes on 2 cores) into a cache outside the checkout, pinned, with its memory and
+# once (7 to 20 minutes on 2 cores) into a cache outside the checkout ($XDG_CACHE_HOME, else
+# ~/.cache), pinned, with its memory and
 # SQLite storage engines. scripts/broker.sh starts and stops it.
 tansu_version=0.6.0
-tansu_root=${BOXOFFICE_CACHE:-$HOME/.cache/boxoffice}/tansu-$tansu_version
+tansu_root=${XDG_CACHE_HOME:-$HOME/.cache}/boxoffice/tansu-$tansu_version
 if [[ ! -x $tansu_root/bin/tansu ]]; then
     echo "setup: building the tansu $tansu_version broker into $tansu_root (once; minutes)"
     cargo install --quiet --locked tansu --version "$tansu_version" --features dynostore,libsql \
