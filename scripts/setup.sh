@@ -56,8 +56,7 @@ done
 
 # The Kafka-protocol broker of the tests, the bench and a local run: tansu, built from crates.io
 # once (7 to 20 minutes on 2 cores) into a cache outside the checkout ($XDG_CACHE_HOME, else
-# ~/.cache), pinned, with its memory and
-# SQLite storage engines. scripts/broker.sh starts and stops it.
+# ~/.cache), pinned, with its memory and SQLite storage engines. scripts/broker.sh starts it.
 tansu_version=0.6.0
 tansu_root=${XDG_CACHE_HOME:-$HOME/.cache}/boxoffice/tansu-$tansu_version
 if [[ ! -x $tansu_root/bin/tansu ]]; then
