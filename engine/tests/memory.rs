@@ -93,13 +93,21 @@ fn measure(tiers: Vec<TierSpec>, fill: impl FnOnce(&mut Inventory)) -> (u64, u64
     (estimate, used as u64)
 }
 
-fn reserve_n(inventory: &mut Inventory, n: u32, item: impl Fn() -> ReserveItem, keyed: bool) {
+/// `n` holds of `item()`, each for its own customer, with a client key if `keyed`; customer ids
+/// and keys are `len` bytes (at least 17).
+fn reserve_n(
+    inventory: &mut Inventory,
+    n: u32,
+    item: impl Fn() -> ReserveItem,
+    keyed: bool,
+    len: usize,
+) {
     for i in 0..n {
         let request = ReserveRequest {
-            customer: format!("customer-{i:08}"),
+            customer: format!("customer-{i:08}{}", "c".repeat(len.saturating_sub(17))),
             items: vec![item()],
             hold_ttl_ms: None,
-            idempotency_key: keyed.then(|| format!("cart-{i:012}-0123456789abcdef")),
+            idempotency_key: keyed.then(|| format!("cart-{i:012}{}", "k".repeat(len - 17))),
         };
         inventory
             .reserve(
@@ -149,14 +157,21 @@ fn memory_estimates_match_what_the_allocator_hands_out() {
         200_000,
     );
     let empty = measure(vec![ga(N * 2)], |_| {}).1;
-    let held = measure(vec![ga(N * 2)], |inv| reserve_n(inv, N, ga_item, false));
+    let held = measure(vec![ga(N * 2)], |inv| reserve_n(inv, N, ga_item, false, 34));
     check("GA holds of 2", held, u64::from(N));
-    let keyed = measure(vec![ga(N * 2)], |inv| reserve_n(inv, N, ga_item, true));
+    let keyed = measure(vec![ga(N * 2)], |inv| reserve_n(inv, N, ga_item, true, 34));
     check("GA holds of 2 with keys", keyed, u64::from(N));
     let seated_keyed = measure(vec![seated(250, 400)], |inv| {
-        reserve_n(inv, N, best_two, true)
+        reserve_n(inv, N, best_two, true, 34)
     });
     check("seated holds of 2 with keys", seated_keyed, u64::from(N));
+    // The longest ids the default limits allow (limits.max_string_bytes = 128).
+    let long = measure(vec![ga(N * 2)], |inv| reserve_n(inv, N, ga_item, true, 128));
+    check(
+        "GA holds of 2 with 128-byte customer ids and keys",
+        long,
+        u64::from(N),
+    );
     println!(
         "figures: per seat {per_seat} B; per GA hold {} B; per key {} B",
         (held.1 - empty) / u64::from(N),

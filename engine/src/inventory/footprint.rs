@@ -15,7 +15,7 @@ fn table(capacity: usize, entry: usize) -> u64 {
 }
 
 /// A heap string of `len` bytes, as the allocator rounds it.
-fn heap(len: usize) -> u64 {
+pub(super) fn heap(len: usize) -> u64 {
     (len as u64).div_ceil(8).max(1) * 8
 }
 
@@ -81,11 +81,11 @@ impl Inventory {
             + seats_sold * 4;
         let keys = table(self.keys.capacity(), size_of::<(KeyId, KeyEntry)>())
             + self.key_queue.capacity() as u64 * size_of::<(u64, KeyId)>() as u64
-            // The key and its owner, in the table and in the queue, and the answer's line.
-            + self.keys.len() as u64 * (4 * heap(24) + ANSWER_LINE_BYTES)
+            // The answer's line; the key and its owner are in `text_bytes`.
+            + self.keys.len() as u64 * ANSWER_LINE_BYTES
             + self.seats_in_keys_estimate() * ANSWER_SEAT_BYTES;
         let ended = table(self.ended.capacity(), size_of::<(HoldId, HoldEnd)>());
-        self.fixed_bytes + holds + customers + orders + keys + ended
+        self.fixed_bytes + holds + customers + orders + keys + ended + self.text_bytes
     }
 
     fn held_or_sold_seats(&self, count: impl Fn(&TierState) -> u32) -> u64 {

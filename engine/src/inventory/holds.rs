@@ -403,6 +403,7 @@ impl Inventory {
         expires_at_ms: u64,
         key: Option<&KeyRecord>,
     ) {
+        self.text_bytes += super::shared_text(customer);
         let mut tickets = 0;
         for line in lines {
             let tier = &mut self.tiers[line.tier as usize];
@@ -501,6 +502,7 @@ impl Inventory {
             .holds
             .remove(&hold_id)
             .unwrap_or_else(|| panic!("ended hold {hold_id} is not live"));
+        self.text_bytes -= super::shared_text(&hold.customer);
         for line in &hold.lines {
             let tier = &mut self.tiers[line.tier as usize];
             assert!(tier.held >= line.quantity);

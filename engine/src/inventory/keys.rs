@@ -106,8 +106,10 @@ impl Inventory {
             owner: owner.to_string(),
             key: key.key.clone(),
         };
+        self.text_bytes += 2 * id.text();
         self.key_queue.push_back((at_ms, id.clone()));
-        self.keys.insert(
+        let text = id.text();
+        let replaced = self.keys.insert(
             id,
             KeyEntry {
                 fingerprint: key.fingerprint,
@@ -115,6 +117,9 @@ impl Inventory {
                 answer,
             },
         );
+        if replaced.is_some() {
+            self.text_bytes -= text;
+        }
     }
 
     /// The stored first answer for a retried key, `Err` if the key came with another request,
@@ -142,8 +147,10 @@ impl Inventory {
     /// remembered again later).
     fn forget_oldest_key(&mut self) {
         let (at, id) = self.key_queue.pop_front().expect("front exists");
+        self.text_bytes -= id.text();
         if self.keys.get(&id).is_some_and(|e| e.at_ms == at) {
             self.keys.remove(&id);
+            self.text_bytes -= id.text();
         }
     }
 

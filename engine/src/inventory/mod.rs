@@ -193,6 +193,18 @@ struct KeyId {
     key: String,
 }
 
+impl KeyId {
+    /// Heap bytes of its two strings, as the allocator rounds them.
+    fn text(&self) -> u64 {
+        footprint::heap(self.owner.len()) + footprint::heap(self.key.len())
+    }
+}
+
+/// Heap bytes of an `Arc<str>` of a customer id: its two counts and the text.
+fn shared_text(text: &Arc<str>) -> u64 {
+    footprint::heap(16 + text.len())
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Answer {
     Hold(Hold),
@@ -241,6 +253,10 @@ pub struct Inventory {
     /// What the spec and the seat tables take in memory; derived, rebuilt on restore.
     #[serde(skip)]
     fixed_bytes: u64,
+    /// Heap bytes of the strings that holds, orders and keys own (customer ids, client keys),
+    /// for `memory_bytes`; derived, rebuilt on restore.
+    #[serde(skip)]
+    text_bytes: u64,
 }
 
 /// Indexes rebuilt from the spec; never serialized.
@@ -374,6 +390,7 @@ impl Inventory {
             outbox_seq: 1,
             lookup,
             fixed_bytes,
+            text_bytes: 0,
         };
         inventory.audit();
         inventory
@@ -385,6 +402,19 @@ impl Inventory {
         self.lookup = Lookup::build(&self.spec, &self.seats);
         self.fixed_bytes = Inventory::fixed_bytes(&self.spec, &self.seats);
         self.order_of_hold = self.orders.iter().map(|(id, o)| (o.hold_id, *id)).collect();
+        let customers: u64 = self
+            .holds
+            .iter()
+            .map(|(_, h)| shared_text(&h.customer))
+            .sum();
+        let ordered: u64 = self
+            .orders
+            .iter()
+            .map(|(_, o)| shared_text(&o.customer))
+            .sum();
+        let keys: u64 = self.keys.keys().map(KeyId::text).sum();
+        let queued: u64 = self.key_queue.iter().map(|(_, id)| id.text()).sum();
+        self.text_bytes = customers + ordered + keys + queued;
         self
     }
 
