@@ -352,3 +352,87 @@ async fn order_events_survive_broker_outages_and_a_killed_server() {
         "every acknowledged order, once, in order"
     );
 }
+
+/// `boxoffice serve` with `env` and its stderr in a file; returns once it serves.
+fn serve_logging_to(
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, PathBuf, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let config = dir.join("empty.toml");
+    std::fs::write(&config, "").unwrap();
+    let log = dir.join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+        .arg("serve")
+        .env("BOXOFFICE_CONFIG", &config)
+        .env("BOXOFFICE_STORAGE__DATA_DIR", dir.join("data"))
+        .env("BOXOFFICE_API__LISTEN", "127.0.0.1:0")
+        .env("BOXOFFICE_METRICS__LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn boxoffice");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut grpc = None;
+    for expected in ["boxoffice listening ", "boxoffice serving "] {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.starts_with(expected), "{line:?}");
+        grpc = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("grpc="))
+            .map(|a| a.parse().expect("grpc address"));
+    }
+    (child, log, grpc.expect("grpc= in the serving line"))
+}
+
+/// A producer property librdkafka does not take, or no broker at the address: boxoffice says
+/// so in its log and serves on.
+#[tokio::test]
+async fn a_bad_kafka_config_is_reported_and_selling_goes_on() {
+    for (name, env) in [
+        (
+            "unknown property",
+            vec![
+                ("BOXOFFICE_KAFKA__BROKERS", "127.0.0.1:9"),
+                (
+                    "BOXOFFICE_KAFKA__PROPERTIES",
+                    r#"{ "no.such.property" = "1" }"#,
+                ),
+            ],
+        ),
+        (
+            "unreachable broker",
+            vec![("BOXOFFICE_KAFKA__BROKERS", "127.0.0.1:9")],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, log, grpc) = serve_logging_to(dir.path(), &env);
+        // It sells: a reservation is held, and the log shows the reason.
+        let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = Clients::new(channel, DEV_KEY);
+        let event = c.create(event_request(10, 1)).await.event_id;
+        let hold = c.reserve(ga(&event, "fan", 2, "")).await;
+        assert!(hold.is_ok(), "{name}: {hold:?}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let expected = match name {
+            "unknown property" => "no.such.property",
+            _ => "no broker answered",
+        };
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap();
+            if text.contains(expected) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name}: nothing said: {text}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
