@@ -436,3 +436,43 @@ async fn a_bad_kafka_config_is_reported_and_selling_goes_on() {
         let _ = child.wait();
     }
 }
+
+/// `kafka.format = "json"`: the same message in the proto3 JSON mapping.
+#[tokio::test]
+async fn order_events_can_be_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            ("BOXOFFICE_KAFKA__BROKERS", &broker.addr),
+            ("BOXOFFICE_KAFKA__FORMAT", "json"),
+            ("BOXOFFICE_KAFKA__ORDERS_TOPIC", "orders-json"),
+        ],
+    );
+    let consumer = consumer(&broker, "orders-json");
+    let mut c = server.clients().await;
+    let event = c.create(event_request(10, 1)).await.event_id;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let message = loop {
+        assert!(Instant::now() < deadline, "no message came");
+        match tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
+            Ok(Ok(m)) => break m.detach(),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let headers = CloudEvent::from_headers(message.headers().unwrap()).unwrap();
+    assert_eq!(headers.content_type, "application/json");
+    assert_eq!(headers.kind, "boxoffice.event.created.v1");
+    let json: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+    assert_eq!(json["eventId"], event.as_str(), "{json}");
+    assert_eq!(
+        json["sequence"], "1",
+        "64-bit integers are strings in proto3 JSON: {json}"
+    );
+    assert_eq!(
+        json["eventCreated"]["event"]["status"], "EVENT_STATUS_ON_SALE",
+        "{json}"
+    );
+    assert_eq!(json["id"], headers.id.as_str());
+}
