@@ -124,6 +124,17 @@ impl<T> Shared<T> {
         self.stall_noticed.notify_one();
     }
 
+    /// Drops every waiting answer (and their charges); `close` also refuses later ones.
+    fn drop_waiting(&self, close: bool) {
+        let mut queue = self.queue.lock().expect("answer queue lock");
+        if close {
+            queue.close();
+        }
+        while queue.try_recv().is_ok() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     fn since(&self) -> std::sync::MutexGuard<'_, Instant> {
         self.waiting_since.lock().expect("answer clock lock")
     }
@@ -206,37 +217,29 @@ impl<T> AnswerSender<T> {
     /// have waited that long with none taken (with room in the queue, while the stream waits for
     /// budget that waiting answers of slow readers hold). One waiter at a time.
     pub async fn stalled(&self) {
-        let shared = &self.shared;
-        let tick = (shared.stall / 8).clamp(Duration::from_millis(10), Duration::from_millis(500));
-        loop {
-            if shared.stalled.load(Ordering::Relaxed) {
-                return;
-            }
-            if shared.queued.load(Ordering::Acquire) > 0 && shared.since().elapsed() >= shared.stall
-            {
-                shared.mark_stalled();
-                return;
-            }
-            tokio::select! {
-                _ = shared.stall_noticed.notified() => {}
-                _ = tokio::time::sleep(tick) => {}
-            }
-        }
+        self.wait(false).await;
     }
 
     /// Resolves `true` once every queued answer has been taken, or `false` once the stream has
     /// stalled (answers waited the stall time with none taken) or the client went away.
     pub async fn drained(&self) -> bool {
+        self.wait(true).await
+    }
+
+    /// Waits until the stream stalls (`false`) or, if `drain`, until nothing waits (`true`).
+    /// Woken by a stalled send, by the last waiting answer taken, and by a tick for the clock.
+    async fn wait(&self, drain: bool) -> bool {
         let shared = &self.shared;
-        let tick = (shared.stall / 8).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        let tick = (shared.stall / 8).clamp(Duration::from_millis(10), Duration::from_millis(500));
         loop {
             if shared.stalled.load(Ordering::Relaxed) {
                 return false;
             }
-            if shared.queued.load(Ordering::Acquire) == 0 {
+            let queued = shared.queued.load(Ordering::Acquire);
+            if drain && queued == 0 {
                 return true;
             }
-            if shared.since().elapsed() >= shared.stall {
+            if queued > 0 && shared.since().elapsed() >= shared.stall {
                 shared.mark_stalled();
                 return false;
             }
@@ -253,10 +256,7 @@ impl<T> AnswerSender<T> {
 
     /// Drops every answer still waiting for the client, giving back their charges.
     pub fn discard_waiting(&self) {
-        let mut queue = self.shared.queue.lock().expect("answer queue lock");
-        while queue.try_recv().is_ok() {
-            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.shared.drop_waiting(false);
     }
 
     /// Ends the stream after the answers already queued: with OK, or with `status`.
@@ -270,12 +270,7 @@ impl<T> AnswerSender<T> {
 /// go now, later sends fail at once, and the stream's reader stops.
 impl<T> Drop for AnswerStream<T> {
     fn drop(&mut self) {
-        let mut queue = self.shared.queue.lock().expect("answer queue lock");
-        queue.close();
-        while queue.try_recv().is_ok() {
-            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-        }
-        drop(queue);
+        self.shared.drop_waiting(true);
         self.shared.mark_stalled();
     }
 }
@@ -297,7 +292,10 @@ impl<T> futures_util::Stream for AnswerStream<T> {
             Poll::Ready(Some((answer, charge))) => {
                 drop(charge);
                 *self.shared.since() = Instant::now();
-                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                if self.shared.queued.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    // The last waiting answer: a stream waiting to end can end now.
+                    self.shared.stall_noticed.notify_one();
+                }
                 Poll::Ready(Some(Ok(answer)))
             }
             Poll::Ready(None) => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use engine::Error;
 use engine::inventory::Rejection;
+use engine::inventory::rejection::prefix;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -63,15 +64,6 @@ pub const MAX_METADATA_VALUE_BYTES: usize = 128;
 pub const MAX_DETAIL_BYTES: usize = MAX_MESSAGE_BYTES + 4 * (MAX_METADATA_VALUE_BYTES + 64) + 128;
 /// A value as quoted in a message: whole if short, else its first bytes and its length.
 pub use engine::inventory::rejection::quote;
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn prefix(s: &str, max: usize) -> &str {
-    let mut end = max.min(s.len());
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
 
 fn capped(s: &str, max: usize) -> String {
     if s.len() <= max {

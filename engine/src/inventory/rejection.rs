@@ -14,11 +14,16 @@ pub fn quote(value: &str) -> String {
     if value.len() <= QUOTE_BYTES + 16 {
         return value.to_string();
     }
-    let mut end = QUOTE_BYTES;
-    while !value.is_char_boundary(end) {
+    format!("{}... ({} bytes)", prefix(value, QUOTE_BYTES), value.len())
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn prefix(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}... ({} bytes)", &value[..end], value.len())
+    &s[..end]
 }
 
 impl SeatRef {
