@@ -10,6 +10,7 @@ mod deadline;
 mod flow;
 mod health;
 mod idempotency;
+mod order_event_outages;
 mod order_events;
 mod overload;
 mod startup;
