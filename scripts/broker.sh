@@ -40,6 +40,16 @@ start)
     echo $! >"$dir/broker.pid"
     for _ in $(seq 300); do
         if python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
+            # tansu 0.6.0 reads a record's headers by (partition, offset) from a table that has
+            # no index on them, so each record fetched scans every header stored: a consumer
+            # catching up on 10,000 records waited about 40 s for one fetch (and librdkafka gave
+            # up on it). The index makes that lookup direct. Its schema exists once it listens.
+            python3 - "$dir/broker.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=30)
+db.execute("create index if not exists header_topition_offset on header (topition, offset_id)")
+db.commit()
+PY
             echo "kafka=127.0.0.1:$port"
             exit 0
         fi

@@ -100,6 +100,38 @@ pub fn consumer(broker: &Broker, topic: &str) -> StreamConsumer {
     consumer
 }
 
+/// A consumer of every partition of `topic` from its first message, by assignment (no group),
+/// once the topic exists.
+pub async fn reader(broker: &Broker, topic: &str) -> StreamConsumer {
+    use kafka::rdkafka::{Offset, TopicPartitionList};
+    let group = format!("test-{}", uuid::Uuid::now_v7());
+    let consumer: StreamConsumer =
+        kafka::consumer(&broker.addr, &group, &BTreeMap::new()).expect("consumer");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let partitions = loop {
+        let found = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .ok()
+            .and_then(|m| {
+                let t = m.topics().first()?;
+                (t.error().is_none() && !t.partitions().is_empty()).then(|| t.partitions().len())
+            });
+        if let Some(n) = found {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no topic {topic} after 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).expect("assign");
+    consumer
+}
+
 /// Reads messages until `done` says so or `within` passes.
 pub async fn receive_until(
     consumer: &StreamConsumer,
@@ -280,7 +312,12 @@ async fn every_change_reaches_a_consumer_once_in_order_with_its_headers() {
 fn serve_logging_to(
     dir: &Path,
     env: &[(&str, &str)],
-) -> (std::process::Child, PathBuf, std::net::SocketAddr) {
+) -> (
+    std::process::Child,
+    PathBuf,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
     use std::io::BufRead;
     let config = dir.join("empty.toml");
     std::fs::write(&config, "").unwrap();
@@ -297,17 +334,25 @@ fn serve_logging_to(
         .spawn()
         .expect("spawn boxoffice");
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut grpc = None;
+    let mut line = String::new();
     for expected in ["boxoffice listening ", "boxoffice serving "] {
-        let mut line = String::new();
+        line.clear();
         stdout.read_line(&mut line).unwrap();
         assert!(line.starts_with(expected), "{line:?}");
-        grpc = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("grpc="))
-            .map(|a| a.parse().expect("grpc address"));
     }
-    (child, log, grpc.expect("grpc= in the serving line"))
+    let addr = |prefix: &str, suffix: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(prefix)?.strip_suffix(suffix))
+            .unwrap_or_else(|| panic!("no {prefix}ADDR{suffix} in {line:?}"))
+            .parse()
+            .expect("an address")
+    };
+    (
+        child,
+        log,
+        addr("grpc=", ""),
+        addr("metrics=http://", "/metrics"),
+    )
 }
 
 /// A producer property librdkafka does not take, or no broker at the address: boxoffice says
@@ -331,7 +376,7 @@ async fn a_bad_kafka_config_is_reported_and_selling_goes_on() {
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let (mut child, log, grpc) = serve_logging_to(dir.path(), &env);
+        let (mut child, log, grpc, metrics) = serve_logging_to(dir.path(), &env);
         // It sells: a reservation is held, and the log shows the reason.
         let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
             .unwrap()
@@ -343,9 +388,9 @@ async fn a_bad_kafka_config_is_reported_and_selling_goes_on() {
         let hold = c.reserve(ga(&event, "fan", 2, "")).await;
         assert!(hold.is_ok(), "{name}: {hold:?}");
         let deadline = Instant::now() + Duration::from_secs(30);
-        let expected = match name {
-            "unknown property" => "no.such.property",
-            _ => "no broker answered",
+        let (expected, kind) = match name {
+            "unknown property" => ("no.such.property", "config"),
+            _ => ("no broker answered", "topic"),
         };
         loop {
             let text = std::fs::read_to_string(&log).unwrap();
@@ -353,6 +398,19 @@ async fn a_bad_kafka_config_is_reported_and_selling_goes_on() {
                 break;
             }
             assert!(Instant::now() < deadline, "{name}: nothing said: {text}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // And the metrics count it (right after the log line).
+        let counter = format!("boxoffice_relay_errors_total{{kind=\"{kind}\"}} 1");
+        loop {
+            let text = metrics_text_at(metrics).await;
+            if text.lines().any(|l| l.trim() == counter) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: no `{counter}` in {text}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let _ = child.kill();

@@ -187,21 +187,25 @@ impl Server {
 
     /// `GET /metrics`, as text.
     pub async fn metrics_text(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.metrics.expect("metrics enabled");
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: boxoffice\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("send");
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .await
-            .expect("read metrics");
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        response
+        metrics_text_at(self.metrics.expect("metrics enabled")).await
     }
+}
+
+/// `GET /metrics` of the metrics endpoint at `addr`, as text.
+pub async fn metrics_text_at(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: boxoffice\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read metrics");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
 }
 
 impl Drop for Server {
