@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fs::{File, TryLockError};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,8 @@ pub struct Engine {
     outbox: std::sync::Mutex<Option<SledLog>>,
     /// Outbox entries on disk when the engine opened.
     outbox_at_start: u64,
+    /// Outbox entries that recovery wrote again (`recover`).
+    outbox_rewritten: AtomicU64,
     snapshots: Arc<SnapshotDir>,
     /// The data directory's lock, released at shutdown.
     lock: std::sync::Mutex<Option<File>>,
@@ -144,6 +146,7 @@ impl Engine {
             recovery: std::sync::Mutex::new(RecoveryReport::default()),
             outbox: std::sync::Mutex::new(Some(log.clone())),
             outbox_at_start,
+            outbox_rewritten: AtomicU64::new(0),
             log: std::sync::Mutex::new(Some(log)),
             snapshots,
             lock: std::sync::Mutex::new(Some(lock)),
@@ -168,7 +171,8 @@ impl Engine {
         let count = ids.len();
         let queue = Arc::new(std::sync::Mutex::new(ids));
         let workers = (self.config.engine.recovery_parallelism as usize).clamp(1, count.max(1));
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(Inventory, u64), Error>>(workers);
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<Result<(Inventory, u64, u64), Error>>(workers);
         for _ in 0..workers {
             let (queue, tx) = (queue.clone(), tx.clone());
             let (log, snapshots) = (log.clone(), self.snapshots.clone());
@@ -204,7 +208,7 @@ impl Engine {
                             log.flush()?;
                             tracing::warn!(event = %id, rewritten, "outbox entries written again");
                         }
-                        Ok::<_, StorageError>((inventory, snapshot_lsn))
+                        Ok::<_, StorageError>((inventory, snapshot_lsn, rewritten))
                     })();
                     let failed = read.is_err();
                     if tx.blocking_send(read.map_err(Error::from)).is_err() || failed {
@@ -217,7 +221,9 @@ impl Engine {
         let mut replayed_max = 0;
         let mut recovered = 0;
         while let Some(read) = rx.recv().await {
-            let (inventory, snapshot_lsn) = read?;
+            let (inventory, snapshot_lsn, rewritten) = read?;
+            self.outbox_rewritten
+                .fetch_add(rewritten, Ordering::Relaxed);
             replayed_max = replayed_max.max(inventory.applied() - snapshot_lsn);
             self.spawn(inventory, snapshot_lsn).await?;
             recovered += 1;
@@ -294,8 +300,10 @@ impl Engine {
     /// Outbox entries waiting for the broker's acknowledgement.
     pub fn outbox_pending(&self) -> u64 {
         let stats = self.context.commit.stats();
-        (self.outbox_at_start + stats.outbox_written.load(Ordering::Relaxed))
-            .saturating_sub(stats.outbox_removed.load(Ordering::Relaxed))
+        (self.outbox_at_start
+            + self.outbox_rewritten.load(Ordering::Relaxed)
+            + stats.outbox_written.load(Ordering::Relaxed))
+        .saturating_sub(stats.outbox_removed.load(Ordering::Relaxed))
     }
 
     /// Every event's state in memory, as accounted against `engine.max_state_mib`.
