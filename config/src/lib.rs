@@ -322,6 +322,9 @@ pub struct KafkaConfig {
     pub properties: std::collections::BTreeMap<String, String>,
     /// Outbox entries read and sent per round.
     pub batch_entries: u32,
+    /// Produce requests in flight per broker connection (librdkafka's
+    /// `max.in.flight.requests.per.connection`, at most 5 with the idempotent producer).
+    pub max_in_flight: u32,
     /// Past this many entries waiting in the outbox, the relay logs a warning at each round.
     pub outbox_warn_entries: u64,
 }
@@ -336,6 +339,7 @@ impl Default for KafkaConfig {
             format: PayloadFormat::Protobuf,
             properties: Default::default(),
             batch_entries: 10_000,
+            max_in_flight: 1,
             outbox_warn_entries: 1_000_000,
         }
     }
@@ -733,6 +737,7 @@ impl Config {
             });
         }
         range("kafka.batch_entries", k.batch_entries, 1, 100_000)?;
+        range("kafka.max_in_flight", k.max_in_flight, 1, 5)?;
         range(
             "kafka.orders_topic_partitions",
             k.orders_topic_partitions,

@@ -33,11 +33,12 @@ fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> Client
 /// A producer for `brokers` with `properties` passed through, then the settings the outbox
 /// relies on: the idempotent producer (in order per partition, no duplicates from its own
 /// retries), `acks=all`, and no delivery timeout, so a message waits out a broker outage instead
-/// of failing and being overtaken by a later one. `linger.ms` is 2 unless `properties` say
-/// otherwise.
+/// of failing and being overtaken by a later one; at most `max_in_flight` (1 ..= 5) requests in
+/// flight per connection. `linger.ms` is 2 unless `properties` say otherwise.
 pub fn producer(
     brokers: &str,
     properties: &BTreeMap<String, String>,
+    max_in_flight: u32,
 ) -> Result<FutureProducer, KafkaError> {
     let mut config = client_config(brokers, properties);
     if !properties.contains_key("linger.ms") && !properties.contains_key("queue.buffering.max.ms") {
@@ -46,7 +47,10 @@ pub fn producer(
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("max.in.flight.requests.per.connection", "5")
+        .set(
+            "max.in.flight.requests.per.connection",
+            max_in_flight.clamp(1, 5).to_string(),
+        )
         .set("message.timeout.ms", "0");
     config.create().map_err(KafkaError::Config)
 }

@@ -52,7 +52,8 @@ pub fn start(
         tracing::info!("kafka.brokers is empty: order events stay in the outbox");
         return None;
     }
-    let producer = match kafka::producer(&config.brokers, &config.properties) {
+    let producer = match kafka::producer(&config.brokers, &config.properties, config.max_in_flight)
+    {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "the order-event relay is off: fix kafka.properties and restart; order events stay in the outbox");
@@ -158,7 +159,11 @@ impl Relay {
                     tracing::error!(error = %e, "order events not acknowledged; sending them again");
                     counter!("boxoffice_relay_errors_total", "kind" => "publish").increment(1);
                     sleep_or_stop(&mut stop, kafka::RETRY_BACKOFF).await;
-                    if let Ok(p) = kafka::producer(&self.config.brokers, &self.config.properties) {
+                    if let Ok(p) = kafka::producer(
+                        &self.config.brokers,
+                        &self.config.properties,
+                        self.config.max_in_flight,
+                    ) {
                         producer = p;
                     }
                     after = None;
