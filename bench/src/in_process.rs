@@ -73,7 +73,7 @@ pub fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
-fn hot_event(capacity: u32) -> EventSpec {
+pub(crate) fn hot_event(capacity: u32) -> EventSpec {
     EventSpec {
         id: EventId(Uuid::new_v4()),
         name: "Bench drop".into(),
@@ -95,7 +95,7 @@ fn hot_event(capacity: u32) -> EventSpec {
     }
 }
 
-fn bench_config(dir: &std::path::Path) -> config::Config {
+pub(crate) fn bench_config(dir: &std::path::Path) -> config::Config {
     let mut c = config::Config::default();
     c.storage.data_dir = dir.to_path_buf();
     c.limits.max_capacity_per_tier = 1_000_000_000;
@@ -104,7 +104,7 @@ fn bench_config(dir: &std::path::Path) -> config::Config {
     c
 }
 
-fn reserve(customer: String, quantity: u32) -> ReserveRequest {
+pub(crate) fn reserve(customer: String, quantity: u32) -> ReserveRequest {
     ReserveRequest {
         customer,
         items: vec![ReserveItem::General {

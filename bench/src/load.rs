@@ -18,6 +18,9 @@ use crate::results::{
 use crate::scenario::{Load, Scenario};
 use crate::target::{EventRef, Target};
 
+/// How long the run waits, after the load, for the order events of confirms already answered.
+const ORDER_EVENTS_CATCH_UP: Duration = Duration::from_secs(60);
+
 struct Drive {
     target: Arc<Target>,
     scenario: Scenario,
@@ -151,6 +154,9 @@ impl Drive {
         tokio::time::sleep_until(intended.into()).await;
         match self.target.confirm(&self.events[e].id, &held.hold_id).await {
             Ok(()) => {
+                if let Some(tap) = self.target.order_events() {
+                    tap.answered(&held.hold_id, intended >= self.recorder.measure_from);
+                }
                 self.recorder.record(Op::Confirm, shard, intended, Ok(()));
                 self.ledger
                     .confirmed(shard, (e, t), held.quantity, held.seats);
@@ -364,7 +370,19 @@ pub async fn drive(
             .saturating_sub(warmup)
             .min(measured),
     };
-    let figures = drive.recorder.summarise(measured);
+    let mut figures = drive.recorder.summarise(measured);
+    // With the relay on: how long after its Confirm's answer each order's event was read.
+    let order_events = match target.order_events() {
+        Some(tap) => {
+            tap.catch_up(ORDER_EVENTS_CATCH_UP).await;
+            let (latency, check) = tap.figures(measured);
+            if let Some(latency) = latency {
+                figures.ops.insert("order_event".into(), latency);
+            }
+            Some(check)
+        }
+        None => None,
+    };
 
     // The audit: wait for abandoned holds to expire if that fits the plan, then compare.
     let audit = if target.keeps_state() {
@@ -391,10 +409,11 @@ pub async fn drive(
             counts.push(target.counts(event, with_seats).await?);
         }
         let read_until_ms = wall_ms();
-        let (checks, recycled) =
+        let (mut checks, recycled) =
             drive
                 .ledger
                 .audit(&drive.events, &counts, read_from_ms, read_until_ms, grace);
+        checks.extend(order_events);
         AuditReport {
             applicable: true,
             passed: checks.iter().all(|c| c.passed),

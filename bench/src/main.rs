@@ -5,12 +5,15 @@
 //! against one or more targets side by side, audits every run and writes JSON and HTML reports;
 //! `report` puts saved runs side by side. `engine` and `expiry` drive the engine in process (no
 //! network): sustained durable reservations, and how late holds come back on sale. `grpc` is the
-//! quick unary-versus-stream check of the server over loopback against the no-op service.
+//! quick unary-versus-stream check of the server over loopback against the no-op service. `relay` times
+//! the order-event relay draining a backlog to a broker.
 
 mod baseline;
 mod grpc;
 mod in_process;
 mod load;
+mod order_events;
+mod relay_drain;
 mod report;
 mod results;
 mod run;
@@ -43,6 +46,8 @@ enum Command {
     Expiry(in_process::ExpiryArgs),
     /// Unary and streaming Reserve over gRPC against the real server and a no-op server.
     Grpc(grpc::GrpcArgs),
+    /// How fast the order-event relay drains a backlog of outbox entries to a Kafka broker.
+    Relay(relay_drain::RelayArgs),
 }
 
 fn main() -> Result<()> {
@@ -60,6 +65,7 @@ fn main() -> Result<()> {
         Command::Expiry(args) => runtime()?.block_on(in_process::expiry(args)),
         // Builds its own runtimes: one for the servers, one for the load generator.
         Command::Grpc(args) => grpc::run(args),
+        Command::Relay(args) => runtime()?.block_on(relay_drain::relay(args)),
     }
 }
 

@@ -39,7 +39,7 @@ pub fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn histogram(significant_figures: u8) -> Histogram<u64> {
+pub fn histogram(significant_figures: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, significant_figures).expect("valid bounds")
 }
 
@@ -189,20 +189,12 @@ impl Recorder {
                     }
                 }
             }
-            let count = latency.len();
-            if count > 0 {
+            if !latency.is_empty() {
                 let ok = outcomes.get(ok_name(op)).copied().unwrap_or(0);
-                ops.insert(
-                    name.to_string(),
-                    OpReport {
-                        count,
-                        per_second: count as f64 / seconds,
-                        ok_per_second: ok as f64 / seconds,
-                        outcomes,
-                        latency_us: Latency::of(&latency),
-                        distribution: distribution(&latency),
-                    },
-                );
+                let mut report = op_report(&latency, measured, ok_name(op));
+                report.ok_per_second = ok as f64 / seconds;
+                report.outcomes = outcomes;
+                ops.insert(name.to_string(), report);
             }
             timelines.push(timeline);
         }
@@ -245,6 +237,20 @@ impl Recorder {
                 .sum(),
             sold_out_after_seconds,
         }
+    }
+}
+
+/// The figures of `latency` over `measured`, every value counted as the outcome `ok`.
+pub fn op_report(latency: &Histogram<u64>, measured: Duration, ok: &str) -> OpReport {
+    let seconds = measured.as_secs_f64().max(1e-9);
+    let count = latency.len();
+    OpReport {
+        count,
+        per_second: count as f64 / seconds,
+        ok_per_second: count as f64 / seconds,
+        outcomes: [(ok.to_string(), count)].into(),
+        latency_us: Latency::of(latency),
+        distribution: distribution(latency),
     }
 }
 

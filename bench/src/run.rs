@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::baseline::{self, Postgres, Redis};
 use crate::in_process::machine;
 use crate::load;
+use crate::order_events::{self, OrderEventTap};
 use crate::report;
 use crate::results::{ReportFile, RunReport};
 use crate::scenario::{BUILT_IN, Load, Scenario};
@@ -82,6 +83,11 @@ pub struct RunArgs {
     /// Where in-process targets keep their sled files (default: a temporary directory here).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Kafka bootstrap brokers for the `+relay` targets (`scripts/broker.sh start DIR` prints
+    /// one); each such target publishes to a topic of its own, which a consumer in this process
+    /// follows to time confirm-to-consumer.
+    #[arg(long, value_name = "HOST:PORT")]
+    kafka: Option<String>,
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -133,7 +139,7 @@ fn apply_overrides(scenario: &mut Scenario, args: &RunArgs) -> Result<()> {
 /// What a target started in this process needs stopped after its run.
 enum Started {
     Nothing,
-    Server(server::Running),
+    Server(server::Running, Option<tokio::task::JoinHandle<()>>),
     Noop(watch::Sender<bool>, tokio::task::JoinHandle<()>),
     Engine(Arc<engine::Engine>),
 }
@@ -192,16 +198,49 @@ fn start(
             ))?;
             (Target::Grpc(target), Started::Noop(stop, serving))
         }
-        TargetSpec::Embedded { stream } => {
-            let config = engine_config(data_dir_for(args, n, temp)?)?;
+        TargetSpec::Embedded { stream, relay } => {
+            let mut config = engine_config(data_dir_for(args, n, temp)?)?;
+            let mut consumer = None;
+            let mut tap = None;
+            if *relay {
+                let Some(brokers) = &args.kafka else {
+                    bail!(
+                        "`{}` publishes order events: give --kafka HOST:PORT",
+                        spec.label()
+                    );
+                };
+                let k = &mut config.kafka;
+                k.brokers = brokers.clone();
+                k.orders_topic = format!("boxoffice.bench.{}", uuid::Uuid::new_v4().simple());
+                // The topic exists before the consumer is assigned its partitions.
+                rt.clients
+                    .block_on(kafka::ensure_topic(
+                        &k.brokers,
+                        &k.properties,
+                        &k.orders_topic,
+                        k.orders_topic_partitions as i32,
+                        k.orders_topic_replication as i32,
+                    ))
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("the order-event topic on {brokers}"))?;
+                let t = Arc::new(OrderEventTap::default());
+                consumer = Some(rt.clients.spawn(order_events::follow(
+                    k.brokers.clone(),
+                    k.orders_topic.clone(),
+                    k.orders_topic_partitions as i32,
+                    t.clone(),
+                )));
+                tap = Some(t);
+            }
             let running = rt.servers.block_on(server::start(&config))?;
-            let target = rt.clients.block_on(GrpcTarget::connect(
+            let mut target = rt.clients.block_on(GrpcTarget::connect(
                 &format!("http://{}", running.grpc_addr),
                 *stream,
                 false,
                 &how,
             ))?;
-            (Target::Grpc(target), Started::Server(running))
+            target.order_events = tap;
+            (Target::Grpc(target), Started::Server(running, consumer))
         }
         TargetSpec::Grpc { url, stream } => (
             Target::Grpc(
@@ -241,7 +280,12 @@ fn start(
 fn stop(started: Started, rt: &Runtimes) -> Result<()> {
     match started {
         Started::Nothing => Ok(()),
-        Started::Server(running) => rt.servers.block_on(running.stop()),
+        Started::Server(running, consumer) => {
+            if let Some(consumer) = consumer {
+                consumer.abort();
+            }
+            rt.servers.block_on(running.stop())
+        }
         Started::Noop(stop, serving) => {
             stop.send_replace(true);
             let _ = rt.servers.block_on(serving);

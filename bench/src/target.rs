@@ -22,6 +22,7 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 use crate::baseline::{Postgres, Redis};
+use crate::order_events::OrderEventTap;
 use crate::scenario::{Scenario, SeatPlan};
 
 /// A target as named on the command line.
@@ -32,9 +33,10 @@ pub enum TargetSpec {
         stream: bool,
     },
     /// A boxoffice server started in this process on loopback (sled files in a temporary
-    /// directory, or `--data-dir`).
+    /// directory, or `--data-dir`); with `relay`, publishing order events to `--kafka`.
     Embedded {
         stream: bool,
+        relay: bool,
     },
     /// A running boxoffice at this address.
     Grpc {
@@ -51,8 +53,8 @@ pub enum TargetSpec {
     },
 }
 
-pub const TARGET_HELP: &str = "noop, noop-stream, embedded, embedded-stream, engine, \
-grpc=http[s]://HOST:PORT, grpc-stream=http[s]://HOST:PORT, postgres=postgres://USER@HOST:PORT/DB, \
+pub const TARGET_HELP: &str = "noop, noop-stream, embedded, embedded-stream, embedded+relay, \
+embedded-stream+relay, engine, grpc=http[s]://HOST:PORT, grpc-stream=http[s]://HOST:PORT, postgres=postgres://USER@HOST:PORT/DB, \
 redis=redis://HOST:PORT";
 
 impl std::str::FromStr for TargetSpec {
@@ -70,8 +72,22 @@ impl std::str::FromStr for TargetSpec {
         Ok(match kind {
             "noop" => TargetSpec::Noop { stream: false },
             "noop-stream" => TargetSpec::Noop { stream: true },
-            "embedded" => TargetSpec::Embedded { stream: false },
-            "embedded-stream" => TargetSpec::Embedded { stream: true },
+            "embedded" => TargetSpec::Embedded {
+                stream: false,
+                relay: false,
+            },
+            "embedded-stream" => TargetSpec::Embedded {
+                stream: true,
+                relay: false,
+            },
+            "embedded+relay" => TargetSpec::Embedded {
+                stream: false,
+                relay: true,
+            },
+            "embedded-stream+relay" => TargetSpec::Embedded {
+                stream: true,
+                relay: true,
+            },
             "engine" => TargetSpec::Engine,
             "grpc" => TargetSpec::Grpc {
                 url: need(url)?,
@@ -94,7 +110,14 @@ impl TargetSpec {
         let mode = |stream: bool| if stream { "stream" } else { "unary" };
         match self {
             TargetSpec::Noop { stream } => format!("noop gRPC ({})", mode(*stream)),
-            TargetSpec::Embedded { stream } => format!("boxoffice gRPC ({})", mode(*stream)),
+            TargetSpec::Embedded {
+                stream,
+                relay: false,
+            } => format!("boxoffice gRPC ({})", mode(*stream)),
+            TargetSpec::Embedded {
+                stream,
+                relay: true,
+            } => format!("boxoffice gRPC ({}, relay on)", mode(*stream)),
             TargetSpec::Grpc { url, stream } => {
                 format!("boxoffice gRPC at {url} ({})", mode(*stream))
             }
@@ -358,6 +381,8 @@ pub struct GrpcTarget {
     stream: Option<StreamGateway>,
     /// The no-op server keeps no state: nothing to create, nothing to audit.
     noop: bool,
+    /// With the relay on: what the order-event consumer read.
+    pub order_events: Option<Arc<OrderEventTap>>,
 }
 
 pub struct Connection {
@@ -418,6 +443,7 @@ impl GrpcTarget {
             key,
             stream,
             noop,
+            order_events: None,
         })
     }
 
@@ -462,6 +488,14 @@ pub enum Target {
 
 impl Target {
     /// Whether the target keeps state the audit can check.
+    /// With the relay on: what the order-event consumer read.
+    pub fn order_events(&self) -> Option<&Arc<OrderEventTap>> {
+        match self {
+            Target::Grpc(g) => g.order_events.as_ref(),
+            _ => None,
+        }
+    }
+
     pub fn keeps_state(&self) -> bool {
         !matches!(self, Target::Grpc(g) if g.noop)
     }

@@ -437,6 +437,108 @@ fn bad_invocations_are_refused_with_a_reason() {
         &["report", "--html", "x.html", "missing.json"],
         "missing.json",
     );
+    check(
+        &["run", "--target", "embedded+relay"],
+        "give --kafka HOST:PORT",
+    );
+    check(
+        &["relay", "--kafka", "127.0.0.1:9092", "--batch-entries", "0"],
+        "kafka.batch_entries",
+    );
+}
+
+/// A tansu broker started by `scripts/broker.sh`, stopped when dropped.
+struct Broker {
+    dir: PathBuf,
+    addr: String,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Broker {
+        let out = Command::new(repo().join("scripts/broker.sh"))
+            .arg("start")
+            .arg(dir)
+            .output()
+            .expect("run scripts/broker.sh");
+        assert_exited_ok(&out, "scripts/broker.sh start");
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        let addr = text
+            .lines()
+            .find_map(|l| l.strip_prefix("kafka="))
+            .unwrap_or_else(|| panic!("no kafka= in {text}"))
+            .to_string();
+        Broker {
+            dir: dir.to_path_buf(),
+            addr,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/broker.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+#[test]
+fn with_the_relay_on_every_confirmed_order_reaches_the_consumer_and_is_timed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = Broker::start(&dir.path().join("broker"));
+    let file = scenario(dir.path(), "drop", SMALL_DROP);
+    let report = run_report(
+        dir.path(),
+        file.to_str().unwrap(),
+        &["embedded", "embedded+relay"],
+        &["--kafka", &broker.addr],
+    );
+    assert_audited(&report);
+    let runs = runs(&report);
+    assert_eq!(runs[1]["target"], "boxoffice gRPC (unary, relay on)");
+    // Off: no order-event figures. On: one per confirm answered in the measured window, and the
+    // audit's check that every confirmed order's event was read.
+    assert!(
+        runs[0]["ops"]["order_event"].is_null(),
+        "{}",
+        runs[0]["ops"]
+    );
+    let confirmed = count(&runs[1], "confirm", "CONFIRMED");
+    assert!(confirmed > 0);
+    assert_eq!(count(&runs[1], "order_event", "READ"), confirmed);
+    assert!(
+        runs[1]["ops"]["order_event"]["latency_us"]["p99"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let checks = runs[1]["audit"]["checks"].as_array().unwrap();
+    let check = checks
+        .iter()
+        .find(|c| c["name"] == "every confirmed order's event reached the consumer")
+        .unwrap_or_else(|| panic!("no order-event check in {checks:?}"));
+    assert!(
+        check["detail"].as_str().unwrap().contains(" 0 not read"),
+        "{check}"
+    );
+
+    // The drain: every entry made with the relay off reaches the topic.
+    let out = run_ok(
+        dir.path(),
+        &[
+            "relay",
+            "--kafka",
+            &broker.addr,
+            "--orders",
+            "2000",
+            "--events",
+            "3",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("drained 2003 entries in"), "{stdout}");
+    assert!(stdout.contains(": 2003 messages"), "{stdout}");
 }
 
 /// A CA and a certificate for `localhost` signed by it, made with the openssl command.
