@@ -1,7 +1,8 @@
 //! Order events in a run: with the relay on, a consumer follows the target's topic and times each
 //! confirmed order from the moment the client had its Confirm answered to the moment its
 //! `OrderConfirmed` was read from the broker (the confirm-to-consumer latency, HDR), and the
-//! audit checks that every confirmed order's event arrived, once after deduplication.
+//! audit checks that every confirmed order's event arrived, once after deduplication, with no gap
+//! in its event's sequence.
 //!
 //! The consumer reads every partition from the beginning by assignment (no group to join, so it
 //! reads from the first message on) and asks the broker to answer fetches within
@@ -24,7 +25,8 @@ use crate::results::{Check, OpReport, histogram, op_report};
 /// The longest a fetch waits at the broker for new messages.
 const FETCH_WAIT_MS: &str = "5";
 
-/// What the clients were told and what the consumer read, for one target.
+/// What the clients were told and what the consumer read, for one target. Its memory is bounded
+/// by the confirms in flight and the events, not by the length of the run.
 pub struct OrderEventTap {
     state: Mutex<TapState>,
 }
@@ -34,14 +36,17 @@ struct TapState {
     /// Confirms answered whose event has not been read yet: hold id -> when answered, and
     /// whether the answer is in the measured window.
     waiting: HashMap<String, (Instant, bool)>,
-    /// Holds whose `OrderConfirmed` was read (after deduplication by the entry's id).
-    read: HashSet<String>,
-    /// Entry ids read, to tell a duplicate from a new entry.
-    ids: HashSet<String>,
+    /// Holds whose `OrderConfirmed` was read before the client had the Confirm's answer.
+    early: HashSet<String>,
+    /// Per event id, the last sequence read: one at or below it is a duplicate, one past the
+    /// next is a gap.
+    last_seq: HashMap<String, u64>,
+    answered: u64,
+    confirmed_read: u64,
     /// Confirms answered after their event was read: latency 0.
     answered_after_read: u64,
-    answered: u64,
     duplicates: u64,
+    gaps: u64,
     /// Messages that do not decode as `OrderEvent`.
     undecodable: u64,
     latency: Option<Histogram<u64>>,
@@ -64,7 +69,7 @@ impl OrderEventTap {
         let now = Instant::now();
         let mut s = self.state.lock().expect("tap lock");
         s.answered += 1;
-        if s.read.contains(hold_id) {
+        if s.early.remove(hold_id) {
             s.answered_after_read += 1;
             if measured {
                 record(&mut s, 0);
@@ -81,19 +86,30 @@ impl OrderEventTap {
             s.undecodable += 1;
             return;
         };
-        if !s.ids.insert(event.id) {
+        let last = s.last_seq.get(&event.event_id).copied().unwrap_or(0);
+        if event.sequence <= last {
             s.duplicates += 1;
             return;
         }
+        if event.sequence > last + 1 {
+            s.gaps += 1;
+        }
+        s.last_seq.insert(event.event_id, event.sequence);
         let Some(Change::OrderConfirmed(v1::OrderConfirmed { order: Some(order) })) = event.change
         else {
             return;
         };
-        if let Some((answered, true)) = s.waiting.remove(&order.hold_id) {
-            let us = now.saturating_duration_since(answered).as_micros() as u64;
-            record(&mut s, us);
+        s.confirmed_read += 1;
+        match s.waiting.remove(&order.hold_id) {
+            Some((answered, true)) => {
+                let us = now.saturating_duration_since(answered).as_micros() as u64;
+                record(&mut s, us);
+            }
+            Some((_, false)) => {}
+            None => {
+                s.early.insert(order.hold_id);
+            }
         }
-        s.read.insert(order.hold_id);
     }
 
     /// Waits up to `limit` for the event of every confirm answered so far.
@@ -112,15 +128,17 @@ impl OrderEventTap {
         let missing = s.waiting.len();
         let check = Check {
             name: "every confirmed order's event reached the consumer".into(),
-            passed: missing == 0 && s.undecodable == 0,
+            passed: missing == 0 && s.gaps == 0 && s.undecodable == 0,
             detail: format!(
                 "{} confirms answered, {} OrderConfirmed read, {} not read, {} read before the \
-                 client had its answer, {} duplicates dropped, {} undecodable",
+                 client had its answer, {} duplicates dropped, {} gaps in an event's sequence, \
+                 {} undecodable",
                 s.answered,
-                s.read.len(),
+                s.confirmed_read,
                 missing,
                 s.answered_after_read,
                 s.duplicates,
+                s.gaps,
                 s.undecodable
             ),
         };
