@@ -892,5 +892,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("holds.max_hold_ttl_ms"), "{err}");
+        // The idempotent producer takes at most 5 requests in flight.
+        for bad in ["0", "6"] {
+            let err = Config::from_toml_with_env(
+                "",
+                "f",
+                env(&[("BOXOFFICE_KAFKA__MAX_IN_FLIGHT", bad)]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("kafka.max_in_flight"), "{err}");
+        }
     }
 }
