@@ -5,8 +5,8 @@
 //! against one or more targets side by side, audits every run and writes JSON and HTML reports;
 //! `report` puts saved runs side by side. `engine` and `expiry` drive the engine in process (no
 //! network): sustained durable reservations, and how late holds come back on sale. `grpc` is the
-//! quick unary-versus-stream check of the server over loopback against the no-op service. `relay` times
-//! the order-event relay draining a backlog to a broker.
+//! quick unary-versus-stream check of the server over loopback against the no-op service. `relay`
+//! times the order-event relay draining a backlog to a broker.
 
 mod baseline;
 mod grpc;

@@ -31,7 +31,6 @@ pub struct OrderEventTap {
     state: Mutex<TapState>,
 }
 
-#[derive(Default)]
 struct TapState {
     /// Confirms answered whose event has not been read yet: hold id -> when answered, and
     /// whether the answer is in the measured window.
@@ -49,15 +48,23 @@ struct TapState {
     gaps: u64,
     /// Messages that do not decode as `OrderEvent`.
     undecodable: u64,
-    latency: Option<Histogram<u64>>,
+    latency: Histogram<u64>,
 }
 
 impl Default for OrderEventTap {
     fn default() -> Self {
         OrderEventTap {
             state: Mutex::new(TapState {
-                latency: Some(histogram(3)),
-                ..TapState::default()
+                waiting: HashMap::new(),
+                early: HashSet::new(),
+                last_seq: HashMap::new(),
+                answered: 0,
+                confirmed_read: 0,
+                answered_after_read: 0,
+                duplicates: 0,
+                gaps: 0,
+                undecodable: 0,
+                latency: histogram(3),
             }),
         }
     }
@@ -72,7 +79,7 @@ impl OrderEventTap {
         if s.early.remove(hold_id) {
             s.answered_after_read += 1;
             if measured {
-                record(&mut s, 0);
+                s.latency.saturating_record(1);
             }
         } else {
             s.waiting.insert(hold_id.to_string(), (now, measured));
@@ -103,7 +110,7 @@ impl OrderEventTap {
         match s.waiting.remove(&order.hold_id) {
             Some((answered, true)) => {
                 let us = now.saturating_duration_since(answered).as_micros() as u64;
-                record(&mut s, us);
+                s.latency.saturating_record(us.max(1));
             }
             Some((_, false)) => {}
             None => {
@@ -123,8 +130,15 @@ impl OrderEventTap {
     /// The latency of the confirms answered in the measured window, and the audit's check.
     pub fn figures(&self, measured: Duration) -> (Option<OpReport>, Check) {
         let s = self.state.lock().expect("tap lock");
-        let latency = s.latency.as_ref().expect("histogram");
-        let report = (!latency.is_empty()).then(|| op_report(latency, measured, "READ"));
+        let read = s.latency.len();
+        let report = (read > 0).then(|| {
+            op_report(
+                &s.latency,
+                measured,
+                [("READ".to_string(), read)].into(),
+                read,
+            )
+        });
         let missing = s.waiting.len();
         let check = Check {
             name: "every confirmed order's event reached the consumer".into(),
@@ -144,13 +158,6 @@ impl OrderEventTap {
         };
         (report, check)
     }
-}
-
-fn record(s: &mut TapState, us: u64) {
-    s.latency
-        .as_mut()
-        .expect("histogram")
-        .saturating_record(us.max(1));
 }
 
 /// Reads `topic`'s `partitions` from the beginning into `tap` until the task is aborted; a

@@ -191,10 +191,10 @@ impl Recorder {
             }
             if !latency.is_empty() {
                 let ok = outcomes.get(ok_name(op)).copied().unwrap_or(0);
-                let mut report = op_report(&latency, measured, ok_name(op));
-                report.ok_per_second = ok as f64 / seconds;
-                report.outcomes = outcomes;
-                ops.insert(name.to_string(), report);
+                ops.insert(
+                    name.to_string(),
+                    op_report(&latency, measured, outcomes, ok),
+                );
             }
             timelines.push(timeline);
         }
@@ -240,15 +240,21 @@ impl Recorder {
     }
 }
 
-/// The figures of `latency` over `measured`, every value counted as the outcome `ok`.
-pub fn op_report(latency: &Histogram<u64>, measured: Duration, ok: &str) -> OpReport {
+/// The figures of one operation over `measured`: its latencies, its answers by outcome, and how
+/// many of them were successes.
+pub fn op_report(
+    latency: &Histogram<u64>,
+    measured: Duration,
+    outcomes: BTreeMap<String, u64>,
+    ok: u64,
+) -> OpReport {
     let seconds = measured.as_secs_f64().max(1e-9);
     let count = latency.len();
     OpReport {
         count,
         per_second: count as f64 / seconds,
-        ok_per_second: count as f64 / seconds,
-        outcomes: [(ok.to_string(), count)].into(),
+        ok_per_second: ok as f64 / seconds,
+        outcomes,
         latency_us: Latency::of(latency),
         distribution: distribution(latency),
     }

@@ -72,22 +72,12 @@ impl std::str::FromStr for TargetSpec {
         Ok(match kind {
             "noop" => TargetSpec::Noop { stream: false },
             "noop-stream" => TargetSpec::Noop { stream: true },
-            "embedded" => TargetSpec::Embedded {
-                stream: false,
-                relay: false,
-            },
-            "embedded-stream" => TargetSpec::Embedded {
-                stream: true,
-                relay: false,
-            },
-            "embedded+relay" => TargetSpec::Embedded {
-                stream: false,
-                relay: true,
-            },
-            "embedded-stream+relay" => TargetSpec::Embedded {
-                stream: true,
-                relay: true,
-            },
+            "embedded" | "embedded-stream" | "embedded+relay" | "embedded-stream+relay" => {
+                TargetSpec::Embedded {
+                    stream: kind.starts_with("embedded-stream"),
+                    relay: kind.ends_with("+relay"),
+                }
+            }
             "engine" => TargetSpec::Engine,
             "grpc" => TargetSpec::Grpc {
                 url: need(url)?,
@@ -110,14 +100,11 @@ impl TargetSpec {
         let mode = |stream: bool| if stream { "stream" } else { "unary" };
         match self {
             TargetSpec::Noop { stream } => format!("noop gRPC ({})", mode(*stream)),
-            TargetSpec::Embedded {
-                stream,
-                relay: false,
-            } => format!("boxoffice gRPC ({})", mode(*stream)),
-            TargetSpec::Embedded {
-                stream,
-                relay: true,
-            } => format!("boxoffice gRPC ({}, relay on)", mode(*stream)),
+            TargetSpec::Embedded { stream, relay } => format!(
+                "boxoffice gRPC ({}{})",
+                mode(*stream),
+                if *relay { ", relay on" } else { "" }
+            ),
             TargetSpec::Grpc { url, stream } => {
                 format!("boxoffice gRPC at {url} ({})", mode(*stream))
             }

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kafka::rdkafka::consumer::StreamConsumer;
-use proto::v1;
 use proto::v1::order_event::Change;
 use rustix::process::Signal;
 
@@ -96,16 +95,10 @@ async fn confirm_one(
     customer: &str,
 ) -> Result<String, tonic::Status> {
     let hold = c.reserve(ga(event, customer, 1, "")).await?;
-    let req = c.req(v1::ConfirmRequest {
-        event_id: event.to_string(),
-        hold_id: hold.hold_id,
-        payment: Some(v1::Payment {
-            reference: format!("pay-{customer}"),
-        }),
-        idempotency_key: String::new(),
-    });
-    let order = c.reservations.confirm(req).await?.into_inner();
-    Ok(order.order.expect("an order").order_id)
+    let order = c
+        .confirm(event, hold.hold_id, format!("pay-{customer}"))
+        .await?;
+    Ok(order.order_id)
 }
 
 /// Reads until every order of `answered` (per client, in the order answered) has come for

@@ -226,16 +226,11 @@ async fn every_change_reaches_a_consumer_once_in_order_with_its_headers() {
             .reserve(ga(&event, &format!("fan-{i}"), 2, ""))
             .await
             .unwrap();
-        let req = c.req(v1::ConfirmRequest {
-            event_id: event.clone(),
-            hold_id: hold.hold_id,
-            payment: Some(v1::Payment {
-                reference: format!("pay-{i}"),
-            }),
-            idempotency_key: String::new(),
-        });
-        let order = c.reservations.confirm(req).await.unwrap().into_inner();
-        orders.push(order.order.unwrap());
+        let order = c
+            .confirm(&event, hold.hold_id, format!("pay-{i}"))
+            .await
+            .unwrap();
+        orders.push(order);
     }
     let req = c.req(v1::CancelOrderRequest {
         event_id: event.clone(),

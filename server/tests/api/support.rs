@@ -264,6 +264,23 @@ impl Clients {
             .expect("event")
     }
 
+    /// Confirms `hold_id` of `event` with the payment reference `reference`; the order.
+    pub async fn confirm(
+        &mut self,
+        event: &str,
+        hold_id: String,
+        reference: String,
+    ) -> Result<v1::Order, tonic::Status> {
+        let req = self.req(v1::ConfirmRequest {
+            event_id: event.to_string(),
+            hold_id,
+            payment: Some(v1::Payment { reference }),
+            idempotency_key: String::new(),
+        });
+        let order = self.reservations.confirm(req).await?.into_inner();
+        Ok(order.order.expect("an order"))
+    }
+
     pub async fn tiers(&mut self, event_id: &str) -> Vec<v1::TierAvailability> {
         let req = self.req(v1::GetAvailabilityRequest {
             event_id: event_id.to_string(),
