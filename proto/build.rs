@@ -11,6 +11,8 @@ const PROTOS: &[&str] = &[
     "boxoffice/v1/reservations.proto",
     "boxoffice/v1/availability.proto",
     "boxoffice/v1/order_events.proto",
+    "boxoffice/v1/payments.proto",
+    "boxoffice/v1/check_in.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -83,6 +83,7 @@ pub(crate) fn hot_event(capacity: u32) -> EventSpec {
         currency: Currency::parse("EUR").expect("valid"),
         customer_limit: None,
         hold_ttl_ms: 3_600_000,
+        payment_ttl_ms: 900_000,
         tiers: vec![TierSpec {
             code: "GA".into(),
             name: "General admission".into(),

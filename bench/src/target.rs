@@ -539,7 +539,8 @@ impl Target {
                         .event_id
                 }
                 Target::Engine(e) => {
-                    let spec = server::convert::event_spec(request)
+                    let default_ttl_ms = config::Config::default().orders.default_payment_ttl_ms;
+                    let spec = server::convert::event_spec(request, default_ttl_ms)
                         .map_err(|e| anyhow::anyhow!("event spec: {}", e.message))?;
                     e.engine.create_event(spec).await?.id.to_string()
                 }

@@ -42,6 +42,7 @@ pub struct Config {
     pub engine: EngineConfig,
     pub limits: LimitsConfig,
     pub holds: HoldsConfig,
+    pub orders: OrdersConfig,
     pub idempotency: IdempotencyConfig,
     pub api: ApiConfig,
     pub metrics: MetricsConfig,
@@ -169,6 +170,41 @@ impl Default for HoldsConfig {
             max_hold_ttl_ms: 3_600_000,
             ended_hold_retention_ms: 3_600_000,
             max_ended_hold_notes: 2_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersConfig {
+    /// Time to pay of an event whose spec names none: an order still unpaid this long after its
+    /// confirm is cancelled by the engine (`PAYMENT_TIMEOUT`) and its tickets go back on sale.
+    pub default_payment_ttl_ms: u64,
+    /// Shortest and longest time to pay an event may ask for.
+    pub min_payment_ttl_ms: u64,
+    pub max_payment_ttl_ms: u64,
+    /// Directory of the keys that sign tickets. Empty: `<storage.data_dir>/ticket-keys`.
+    pub ticket_keys_dir: PathBuf,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        OrdersConfig {
+            default_payment_ttl_ms: 900_000,
+            min_payment_ttl_ms: 1_000,
+            max_payment_ttl_ms: 7 * 86_400_000,
+            ticket_keys_dir: PathBuf::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Where the ticket signing keys are.
+    pub fn ticket_keys_dir(&self) -> PathBuf {
+        if self.orders.ticket_keys_dir.as_os_str().is_empty() {
+            self.storage.data_dir.join("ticket-keys")
+        } else {
+            self.orders.ticket_keys_dir.clone()
         }
     }
 }
@@ -311,6 +347,11 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// The topic of order and event changes.
     pub orders_topic: String,
+    /// The topic the payment adapter reports payment results on; the engine consumes it (when
+    /// `brokers` is set) in consumer group `payments_group`, committing an offset only once the
+    /// result is durable.
+    pub payments_topic: String,
+    pub payments_group: String,
     /// Partitions and replicas of `orders_topic` when the relay creates it (it does when the
     /// cluster does not have it; an existing topic is left as it is).
     pub orders_topic_partitions: u32,
@@ -334,6 +375,8 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: String::new(),
             orders_topic: "boxoffice.orders.v1".to_string(),
+            payments_topic: "boxoffice.payments.v1".to_string(),
+            payments_group: "boxoffice-engine".to_string(),
             orders_topic_partitions: 6,
             orders_topic_replication: 1,
             format: PayloadFormat::Protobuf,
@@ -482,6 +525,24 @@ impl Config {
 
     /// Checks every value against its range; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        /// A Kafka topic name: 1 to 249 of a-z, A-Z, 0-9, '.', '_', '-'.
+        fn topic_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
+            if name.is_empty()
+                || name.len() > 249
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: format!(
+                        "is `{name}`: a topic name is 1 to 249 of a-z, A-Z, 0-9, '.', '_', '-'"
+                    ),
+                });
+            }
+            Ok(())
+        }
+
         fn range<T: PartialOrd + std::fmt::Display>(
             key: &'static str,
             value: T,
@@ -622,6 +683,25 @@ impl Config {
             65_536,
             100_000_000,
         )?;
+        let o = &self.orders;
+        range(
+            "orders.min_payment_ttl_ms",
+            o.min_payment_ttl_ms,
+            1,
+            30 * 86_400_000,
+        )?;
+        range(
+            "orders.max_payment_ttl_ms",
+            o.max_payment_ttl_ms,
+            o.min_payment_ttl_ms,
+            30 * 86_400_000,
+        )?;
+        range(
+            "orders.default_payment_ttl_ms",
+            o.default_payment_ttl_ms,
+            o.min_payment_ttl_ms,
+            o.max_payment_ttl_ms,
+        )?;
         range(
             "idempotency.retention_ms",
             self.idempotency.retention_ms,
@@ -721,19 +801,18 @@ impl Config {
             }
         }
         let k = &self.kafka;
-        if k.orders_topic.is_empty()
-            || k.orders_topic.len() > 249
-            || !k
-                .orders_topic
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
+        topic_name("kafka.orders_topic", &k.orders_topic)?;
+        topic_name("kafka.payments_topic", &k.payments_topic)?;
+        if k.payments_topic == k.orders_topic {
             return Err(ConfigError::Invalid {
-                key: "kafka.orders_topic",
-                problem: format!(
-                    "is `{}`: a topic name is 1 to 249 of a-z, A-Z, 0-9, '.', '_', '-'",
-                    k.orders_topic
-                ),
+                key: "kafka.payments_topic",
+                problem: "must differ from kafka.orders_topic".to_string(),
+            });
+        }
+        if k.payments_group.is_empty() || k.payments_group.len() > 255 {
+            return Err(ConfigError::Invalid {
+                key: "kafka.payments_group",
+                problem: "must be 1 to 255 bytes".to_string(),
             });
         }
         range("kafka.batch_entries", k.batch_entries, 1, 100_000)?;

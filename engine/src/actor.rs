@@ -15,11 +15,13 @@ use crate::commit::{GroupCommit, Waiter};
 use crate::error::Error;
 use crate::inventory::{
     CancelOrderRequest, ConfirmRequest, Decision, EventStatus, EventSummary, Hold, HoldId,
-    Inventory, Limits, Order, OrderId, OrderStatus, Record, Rejection, ReleaseRequest,
-    ReserveRequest, SeatAvailability,
+    Inventory, Limits, Order, OrderId, OrderStatus, PaymentResult, Record, RefundOrderRequest,
+    Rejection, ReleaseRequest, ReserveRequest, SeatAvailability, Settlement, TicketClaims,
+    TicketId, TicketIssuer,
 };
 use crate::memory::StateMemory;
 use crate::outbox::OutboxEntry;
+use crate::tickets::TicketKeys;
 use crate::wal::{SnapshotDir, StorageError, encode_records};
 
 /// Counters every actor adds to, for metrics and tests.
@@ -27,6 +29,8 @@ use crate::wal::{SnapshotDir, StorageError, encode_records};
 pub struct EngineStats {
     /// Holds released because their deadline passed.
     pub holds_expired: AtomicU64,
+    /// Orders cancelled because no payment came before their payment deadline.
+    pub orders_unpaid_cancelled: AtomicU64,
 }
 
 /// What every event actor shares: the commit pipeline, the decision limits, the counters.
@@ -39,6 +43,21 @@ pub struct ActorContext {
     pub max_holds_per_expiry_record: usize,
     /// Every event's state in memory, against `engine.max_state_mib`.
     pub memory: StateMemory,
+    /// The keys that sign the tickets of paid orders.
+    pub tickets: Arc<TicketKeys>,
+}
+
+/// Ticket ids drawn as UUIDv7 and tokens signed with the engine's active key.
+struct Issuer<'a>(&'a TicketKeys);
+
+impl TicketIssuer for Issuer<'_> {
+    fn ticket_id(&mut self) -> TicketId {
+        TicketId(Uuid::now_v7())
+    }
+
+    fn sign(&self, claims: &TicketClaims) -> String {
+        self.0.sign(claims)
+    }
 }
 
 /// Reply to a change: sent by the commit thread once the change is durable.
@@ -75,6 +94,16 @@ pub enum EventMsg {
     },
     CancelOrder {
         request: CancelOrderRequest,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<Order>,
+    },
+    SettlePayment {
+        result: PaymentResult,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<(Settlement, Order)>,
+    },
+    RefundOrder {
+        request: RefundOrderRequest,
         permit: OwnedSemaphorePermit,
         reply: Reply<Order>,
     },
@@ -161,8 +190,11 @@ impl EventState {
         self.last_now_ms
     }
 
-    /// Every command starts here: forget old keys, release holds now due. So a request never sees
-    /// a hold past its deadline, however busy the mailbox is.
+    /// Every command starts here: forget old keys, release holds now due, cancel orders unpaid at
+    /// their deadline. So a request never sees a hold or an unpaid order past its deadline,
+    /// however busy the mailbox is. Unpaid orders are cancelled at most
+    /// `max_holds_per_expiry_record` per message (a record each); the timer, armed for a time
+    /// already past, takes the rest next.
     fn begin(&mut self) -> u64 {
         let now = self.now_ms();
         let limits = &self.context.limits;
@@ -177,6 +209,16 @@ impl EventState {
                     .holds_expired
                     .fetch_add(hold_ids.len() as u64, Ordering::Relaxed);
             }
+            self.keep(Some(r));
+        }
+        for _ in 0..self.context.max_holds_per_expiry_record {
+            let Some(r) = self.inventory.expire_unpaid(now) else {
+                break;
+            };
+            self.context
+                .stats
+                .orders_unpaid_cancelled
+                .fetch_add(1, Ordering::Relaxed);
             self.keep(Some(r));
         }
         now
@@ -324,9 +366,11 @@ impl EventState {
         self.context.memory.report(&mut self.memory_reported, now);
     }
 
-    /// Arms a timer for the earliest hold deadline, unless one already fires by then.
+    /// Arms a timer for the earliest hold or payment deadline, unless one already fires by then.
     fn arm_timer(&mut self, myself: &ActorRef<EventMsg>) {
-        let Some(next) = self.inventory.next_expiry_ms() else {
+        let holds = self.inventory.next_expiry_ms();
+        let payments = self.inventory.next_payment_due_ms();
+        let Some(next) = holds.into_iter().chain(payments).min() else {
             return;
         };
         if self.timer_at_ms.is_some_and(|at| at <= next) {
@@ -436,6 +480,23 @@ impl Actor for EventActor {
                 reply,
             } => state.command(permit, reply, |inv, now, limits| {
                 inv.cancel_order(&request, now, limits)
+            }),
+            EventMsg::SettlePayment {
+                result,
+                permit,
+                reply,
+            } => {
+                let keys = state.context.tickets.clone();
+                state.command(permit, reply, |inv, now, limits| {
+                    inv.settle_payment(&result, now, limits, &mut Issuer(&keys))
+                });
+            }
+            EventMsg::RefundOrder {
+                request,
+                permit,
+                reply,
+            } => state.command(permit, reply, |inv, now, limits| {
+                inv.refund_order(&request, now, limits)
             }),
             EventMsg::SetStatus {
                 status,

@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod memory;
 pub mod outbox;
 pub mod registry;
+pub mod tickets;
 pub mod wal;
 
 pub use error::Error;

@@ -1,5 +1,5 @@
 //! The outbox: every change that services downstream must hear of (an event created or its status
-//! changed, an order confirmed or cancelled), as an entry made durable in the same commit round as
+//! changed, an order confirmed, paid, cancelled or refunded, a refund requested), as an entry made durable in the same commit round as
 //! the record that made it, so that no acknowledged change can lack its entry.
 //!
 //! Each entry carries its event's outbox sequence number, counted by `Inventory::apply` (gap-free,
@@ -32,10 +32,37 @@ pub struct OutboxEntry {
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Change {
-    EventCreated { spec: EventSpec },
-    EventStatusChanged { status: EventStatus },
-    OrderConfirmed { order: Order },
-    OrderCancelled { order: Order, reason: String },
+    EventCreated {
+        spec: EventSpec,
+    },
+    EventStatusChanged {
+        status: EventStatus,
+    },
+    OrderConfirmed {
+        order: Order,
+    },
+    OrderCancelled {
+        order: Order,
+        reason: String,
+    },
+    /// The order is paid; it carries the issued tickets.
+    OrderPaid {
+        order: Order,
+    },
+    /// A paid order was refunded; the payment adapter gives `amount_minor` back.
+    OrderRefunded {
+        order: Order,
+        amount_minor: u64,
+        reason: String,
+    },
+    /// Money was taken that cannot pay the order; the payment adapter gives it back.
+    RefundRequested {
+        order: Order,
+        provider: String,
+        provider_ref: String,
+        amount_minor: u64,
+        why: String,
+    },
 }
 
 impl OutboxEntry {
@@ -87,6 +114,45 @@ impl OutboxEntry {
                 Change::OrderCancelled {
                     order: order_of(inventory, *order_id),
                     reason: reason.clone(),
+                },
+            ),
+            Record::OrderPaid {
+                order_id, payment, ..
+            } => (
+                payment.paid_at_ms,
+                Change::OrderPaid {
+                    order: order_of(inventory, *order_id),
+                },
+            ),
+            Record::OrderRefunded {
+                order_id,
+                amount_minor,
+                reason,
+                at_ms,
+                ..
+            } => (
+                *at_ms,
+                Change::OrderRefunded {
+                    order: order_of(inventory, *order_id),
+                    amount_minor: *amount_minor,
+                    reason: reason.clone(),
+                },
+            ),
+            Record::RefundRequested {
+                order_id,
+                provider,
+                provider_ref,
+                amount_minor,
+                why,
+                at_ms,
+            } => (
+                *at_ms,
+                Change::RefundRequested {
+                    order: order_of(inventory, *order_id),
+                    provider: provider.clone(),
+                    provider_ref: provider_ref.clone(),
+                    amount_minor: *amount_minor,
+                    why: why.clone(),
                 },
             ),
             Record::HoldPlaced { .. }

@@ -20,11 +20,12 @@ use crate::commit::{CommitStats, GroupCommit};
 use crate::error::Error;
 use crate::inventory::{
     CancelOrderRequest, ConfirmRequest, EventId, EventSpec, EventStatus, EventSummary, Hold,
-    HoldId, Inventory, Limits, Order, OrderId, Rejection, ReleaseRequest, ReserveRequest,
-    SeatAvailability,
+    HoldId, Inventory, Limits, Order, OrderId, PaymentResult, RefundOrderRequest, Rejection,
+    ReleaseRequest, ReserveRequest, SeatAvailability, Settlement,
 };
 use crate::memory::StateMemory;
 use crate::outbox::OutboxEntry;
+use crate::tickets::TicketKeys;
 use crate::wal::{self, LogStore, SledLog, SnapshotDir, StorageError, encode_records};
 
 /// How long an overloaded caller is told to wait: about two group-commit rounds.
@@ -124,6 +125,9 @@ impl Engine {
     pub fn new(config: &config::Config) -> Result<Engine, Error> {
         let data_dir = &config.storage.data_dir;
         let lock = lock_data_dir(data_dir)?;
+        wal::check_format(data_dir)?;
+        let tickets = TicketKeys::open(&config.ticket_keys_dir())
+            .map_err(|e| StorageError::Io(e.to_string()))?;
         let log = SledLog::open(&wal::log_dir(data_dir), config.storage.cache_capacity_mib)?;
         let snapshots = Arc::new(SnapshotDir::open(&wal::snapshot_dir(data_dir))?);
         let commit = Arc::new(GroupCommit::start(Box::new(log.clone())));
@@ -136,6 +140,7 @@ impl Engine {
             snapshot_every_records: config.storage.snapshot_every_records,
             max_holds_per_expiry_record: config.engine.max_holds_per_expiry_record as usize,
             memory: StateMemory::new(config.engine.max_state_mib << 20),
+            tickets: Arc::new(tickets),
         });
         Ok(Engine {
             config: config.clone(),
@@ -307,6 +312,11 @@ impl Engine {
     }
 
     /// Every event's state in memory, as accounted against `engine.max_state_mib`.
+    /// The keys that sign tickets; their public halves are for scanners.
+    pub fn ticket_keys(&self) -> &TicketKeys {
+        &self.context.tickets
+    }
+
     pub fn memory(&self) -> &StateMemory {
         &self.context.memory
     }
@@ -536,6 +546,28 @@ impl EventHandle {
 
     pub async fn cancel_order(&self, request: CancelOrderRequest) -> Result<Order, Error> {
         self.ask(1, |permit, reply| EventMsg::CancelOrder {
+            request,
+            permit,
+            reply,
+        })
+        .await
+    }
+
+    /// Applies a payment result reported by the payment adapter; safe to repeat.
+    pub async fn settle_payment(
+        &self,
+        result: PaymentResult,
+    ) -> Result<(Settlement, Order), Error> {
+        self.ask(1, |permit, reply| EventMsg::SettlePayment {
+            result,
+            permit,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn refund_order(&self, request: RefundOrderRequest) -> Result<Order, Error> {
+        self.ask(1, |permit, reply| EventMsg::RefundOrder {
             request,
             permit,
             reply,

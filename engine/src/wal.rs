@@ -42,6 +42,42 @@ impl From<std::io::Error> for StorageError {
 }
 
 /// Where the log lives inside the data directory.
+/// The version of what the data directory holds (records, snapshots, outbox entries), written to
+/// `<data_dir>/FORMAT` when the log is made. Version 2 added payments and tickets to orders.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Refuses a data directory written in another format, naming both; marks a new one.
+pub fn check_format(data_dir: &Path) -> Result<(), StorageError> {
+    let path = data_dir.join("FORMAT");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim() == FORMAT_VERSION.to_string() => Ok(()),
+        Ok(text) => Err(StorageError::Io(format!(
+            "{} says format {}; this boxoffice reads format {FORMAT_VERSION}",
+            path.display(),
+            text.trim()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if log_dir(data_dir).exists() {
+                return Err(StorageError::Io(format!(
+                    "{} holds a log of format 1 (it has no FORMAT file); this boxoffice reads \
+                     format {FORMAT_VERSION}: start it with an empty storage.data_dir",
+                    data_dir.display()
+                )));
+            }
+            let temporary = data_dir.join(".FORMAT.tmp");
+            std::fs::write(&temporary, format!("{FORMAT_VERSION}\n"))?;
+            std::fs::File::open(&temporary)?.sync_all()?;
+            std::fs::rename(&temporary, &path)?;
+            std::fs::File::open(data_dir)?.sync_all()?;
+            Ok(())
+        }
+        Err(e) => Err(StorageError::Io(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 pub fn log_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("log")
 }

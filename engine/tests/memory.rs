@@ -30,6 +30,7 @@ fn spec(tiers: Vec<TierSpec>) -> EventSpec {
         currency: Currency::parse("EUR").unwrap(),
         customer_limit: None,
         hold_ttl_ms: 600_000,
+        payment_ttl_ms: 900_000,
         tiers,
     }
 }

@@ -48,6 +48,8 @@ pub struct Api {
     /// Bytes of requests read and answers not yet taken, over every connection.
     answer_budget: AnswerBudget,
     limits: Arc<engine::inventory::Limits>,
+    /// Time to pay of an event created without one (`orders.default_payment_ttl_ms`).
+    default_payment_ttl_ms: u64,
     /// Unary Reserve calls go through here, gathered per event into batches.
     coalescer: Arc<Coalescer>,
     stop: watch::Receiver<bool>,
@@ -81,6 +83,7 @@ impl Api {
             reserve_streams: Arc::new(Semaphore::new(api.max_reserve_streams as usize)),
             answer_budget,
             limits: Arc::new(limits),
+            default_payment_ttl_ms: config.orders.default_payment_ttl_ms,
             stop,
         }
     }
@@ -111,7 +114,7 @@ impl v1::event_admin_server::EventAdmin for Api {
         request: Request<v1::CreateEventRequest>,
     ) -> Result<Response<v1::CreateEventResponse>, Status> {
         self.unary("CreateEvent", async {
-            let spec = convert::event_spec(request.into_inner())?;
+            let spec = convert::event_spec(request.into_inner(), self.default_payment_ttl_ms)?;
             let event = convert::event_to_proto(&spec, spec.status);
             // In a task of its own: a client that gives up (deadline, disconnect) drops this
             // handler, and creation must not stop between the durable record and the actor's
@@ -213,6 +216,48 @@ impl v1::event_admin_server::EventAdmin for Api {
             tracing::info!(event_id = %id, status = ?now, "event status set");
             Ok(v1::SetEventStatusResponse {
                 status: convert::status_to_proto(now) as i32,
+            })
+        })
+        .await
+    }
+
+    async fn refund_order(
+        &self,
+        request: Request<v1::RefundOrderRequest>,
+    ) -> Result<Response<v1::RefundOrderResponse>, Status> {
+        self.unary("RefundOrder", async {
+            let (event, request) = convert::refund_order_request(request.into_inner())?;
+            let order = self.engine.event(event)?.refund_order(request).await?;
+            tracing::info!(event_id = %event, order_id = %order.id, "order refunded");
+            Ok(v1::RefundOrderResponse {
+                order: Some(convert::order_to_proto(&order)),
+            })
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl v1::check_in_server::CheckIn for Api {
+    async fn get_event_keys(
+        &self,
+        request: Request<v1::GetEventKeysRequest>,
+    ) -> Result<Response<v1::GetEventKeysResponse>, Status> {
+        self.unary("GetEventKeys", async {
+            let id = convert::event_id(&request.get_ref().event_id)?;
+            self.engine.event(id)?;
+            let keys = self.engine.ticket_keys();
+            Ok(v1::GetEventKeysResponse {
+                keys: keys
+                    .public_keys()
+                    .into_iter()
+                    .map(|k| v1::TicketKey {
+                        key_id: k.key_id,
+                        public_key: k.key.to_vec(),
+                    })
+                    .collect(),
+                active_key_id: keys.active_id(),
+                fetched_at: convert::timestamp(engine::actor::wall_clock_ms()),
             })
         })
         .await

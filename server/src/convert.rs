@@ -4,7 +4,8 @@
 //! (`limits.*`), so they are checked in one place whichever edge a request comes through.
 
 use engine::inventory::{
-    self as domain, Currency, EventId, EventSpec, HoldId, OrderId, OrderStatus, SeatState,
+    self as domain, CancelCause, Currency, EventId, EventSpec, HoldId, OrderId, OrderStatus,
+    SeatState,
 };
 use prost_types::Timestamp;
 use proto::v1;
@@ -82,7 +83,10 @@ pub fn status_to_proto(status: domain::EventStatus) -> v1::EventStatus {
 }
 
 /// Checks a `CreateEventRequest`'s shape; the engine then checks its contents against the limits.
-pub fn event_spec(request: v1::CreateEventRequest) -> Result<EventSpec, ApiError> {
+pub fn event_spec(
+    request: v1::CreateEventRequest,
+    default_payment_ttl_ms: u64,
+) -> Result<EventSpec, ApiError> {
     let id = if request.event_id.is_empty() {
         EventId(Uuid::now_v7())
     } else {
@@ -118,6 +122,10 @@ pub fn event_spec(request: v1::CreateEventRequest) -> Result<EventSpec, ApiError
         currency,
         customer_limit: request.customer_limit,
         hold_ttl_ms: u64::from(ttl_seconds) * 1_000,
+        payment_ttl_ms: match request.payment_ttl_seconds {
+            0 => default_payment_ttl_ms,
+            s => u64::from(s) * 1_000,
+        },
         tiers,
     })
 }
@@ -188,6 +196,7 @@ pub fn event_to_proto(spec: &EventSpec, status: domain::EventStatus) -> v1::Even
         currency: spec.currency.to_string(),
         customer_limit: spec.customer_limit,
         default_hold_ttl_seconds: (spec.hold_ttl_ms / 1_000) as u32,
+        payment_ttl_seconds: (spec.payment_ttl_ms / 1_000) as u32,
         tiers: spec
             .tiers
             .iter()
@@ -378,6 +387,50 @@ pub fn cancel_order_request(
     ))
 }
 
+pub fn refund_order_request(
+    r: v1::RefundOrderRequest,
+) -> Result<(EventId, domain::RefundOrderRequest), ApiError> {
+    Ok((
+        event_id(&r.event_id)?,
+        domain::RefundOrderRequest {
+            order_id: order_id(&r.order_id)?,
+            reason: r.reason,
+            idempotency_key: idempotency_key(r.idempotency_key),
+        },
+    ))
+}
+
+/// A payment result from `kafka.payments_topic`; the engine checks its strings against the limits.
+pub fn payment_result(r: v1::PaymentResult) -> Result<(EventId, domain::PaymentResult), ApiError> {
+    use v1::payment_result::Outcome;
+    let outcome = match r.outcome {
+        Some(Outcome::Approved(a)) => domain::PaymentOutcome::Approved {
+            provider_ref: a.provider_reference,
+            amount_minor: a.amount_minor,
+            currency: Currency::parse(&a.currency).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "approved.currency `{}` is not an ISO 4217 code such as EUR",
+                    quote(&a.currency)
+                ))
+            })?,
+        },
+        Some(Outcome::Declined(d)) => domain::PaymentOutcome::Declined { reason: d.reason },
+        None => {
+            return Err(ApiError::invalid(
+                "outcome is required: approved or declined",
+            ));
+        }
+    };
+    Ok((
+        event_id(&r.event_id)?,
+        domain::PaymentResult {
+            order_id: order_id(&r.order_id)?,
+            provider: r.provider,
+            outcome,
+        },
+    ))
+}
+
 fn lines_to_proto(lines: &[domain::Line]) -> (Vec<v1::Line>, u64, u64) {
     let mut subtotal = 0u64;
     let mut fees = 0u64;
@@ -428,15 +481,58 @@ pub fn order_to_proto(o: &domain::Order) -> v1::Order {
         fees_minor: o.fees_minor,
         total_minor: o.total_minor,
         payment_reference: o.payment_ref.clone(),
-        status: match o.status {
-            OrderStatus::PendingPayment => v1::OrderStatus::PendingPayment,
-            OrderStatus::Paid => v1::OrderStatus::Paid,
-            OrderStatus::Cancelled => v1::OrderStatus::Cancelled,
-            OrderStatus::Refunded => v1::OrderStatus::Refunded,
-        } as i32,
+        status: order_status_to_proto(o.status) as i32,
         created_at: timestamp(o.created_at_ms),
         updated_at: timestamp(o.updated_at_ms),
+        payment_due_at: timestamp(o.payment_due_at_ms),
+        payment: o.payment.as_ref().map(|p| v1::OrderPayment {
+            provider: p.provider.clone(),
+            provider_reference: p.provider_ref.clone(),
+            amount_minor: p.amount_minor,
+            paid_at: timestamp(p.paid_at_ms),
+        }),
+        tickets: o
+            .tickets
+            .iter()
+            .map(|t| v1::Ticket {
+                ticket_id: t.id.to_string(),
+                tier_code: t.tier.to_string(),
+                seat: t.seat.as_ref().map(|s| v1::Seat {
+                    section: s.section.clone(),
+                    row: s.row.clone(),
+                    number: s.number.clone(),
+                }),
+                holder: t.holder.to_string(),
+                token: t.token.clone(),
+            })
+            .collect(),
+        cancel_cause: match o.cancelled.as_ref().map(|(c, _)| c) {
+            None => v1::CancelCause::Unspecified,
+            Some(CancelCause::Requested) => v1::CancelCause::Requested,
+            Some(CancelCause::PaymentDeclined) => v1::CancelCause::PaymentDeclined,
+            Some(CancelCause::PaymentTimeout) => v1::CancelCause::PaymentTimeout,
+        } as i32,
+        cancel_reason: o
+            .cancelled
+            .as_ref()
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default(),
+        refunded_minor: o.refunded_minor,
     }
+}
+
+pub fn order_status_to_proto(status: OrderStatus) -> v1::OrderStatus {
+    match status {
+        OrderStatus::PendingPayment => v1::OrderStatus::PendingPayment,
+        OrderStatus::Paid => v1::OrderStatus::Paid,
+        OrderStatus::Cancelled => v1::OrderStatus::Cancelled,
+        OrderStatus::Refunded => v1::OrderStatus::Refunded,
+    }
+}
+
+/// The status as the proto enum names it, for error metadata.
+pub fn order_status_name(status: OrderStatus) -> &'static str {
+    order_status_to_proto(status).as_str_name()
 }
 
 /// An outbox entry as the `OrderEvent` published for it.
@@ -459,6 +555,31 @@ pub fn order_event_to_proto(entry: &engine::outbox::OutboxEntry) -> v1::OrderEve
             order: Some(order_to_proto(order)),
             reason: reason.clone(),
         }),
+        Change::OrderPaid { order } => Proto::OrderPaid(v1::OrderPaid {
+            order: Some(order_to_proto(order)),
+        }),
+        Change::OrderRefunded {
+            order,
+            amount_minor,
+            reason,
+        } => Proto::OrderRefunded(v1::OrderRefunded {
+            order: Some(order_to_proto(order)),
+            amount_minor: *amount_minor,
+            reason: reason.clone(),
+        }),
+        Change::RefundRequested {
+            order,
+            provider,
+            provider_ref,
+            amount_minor,
+            why,
+        } => Proto::RefundRequested(v1::RefundRequested {
+            order: Some(order_to_proto(order)),
+            provider: provider.clone(),
+            provider_reference: provider_ref.clone(),
+            amount_minor: *amount_minor,
+            why: why.clone(),
+        }),
     };
     v1::OrderEvent {
         id: entry.id.to_string(),
@@ -477,5 +598,8 @@ pub fn order_event_type(change: &engine::outbox::Change) -> &'static str {
         Change::EventStatusChanged { .. } => "boxoffice.event.status_changed.v1",
         Change::OrderConfirmed { .. } => "boxoffice.order.confirmed.v1",
         Change::OrderCancelled { .. } => "boxoffice.order.cancelled.v1",
+        Change::OrderPaid { .. } => "boxoffice.order.paid.v1",
+        Change::OrderRefunded { .. } => "boxoffice.order.refunded.v1",
+        Change::RefundRequested { .. } => "boxoffice.order.refund_requested.v1",
     }
 }

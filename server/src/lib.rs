@@ -8,6 +8,7 @@ pub mod auth;
 pub mod coalesce;
 pub mod convert;
 pub mod noop;
+pub mod payments;
 pub mod relay;
 pub mod serve;
 pub mod status;

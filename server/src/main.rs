@@ -38,6 +38,9 @@ enum Command {
         /// The key clients will send as `authorization: Bearer <key>`.
         key: String,
     },
+    /// Add a ticket signing key to `orders.ticket_keys_dir` and print its id. It signs new
+    /// tickets once the server is restarted; older keys keep verifying the tickets they signed.
+    RotateTicketKey,
     /// Print the version.
     Version,
 }
@@ -65,6 +68,16 @@ fn main() -> anyhow::Result<()> {
         }
         Command::HashKey { key } => {
             println!("{}", server::auth::hash_key(&key));
+            Ok(())
+        }
+        Command::RotateTicketKey => {
+            let config = load(cli.config.as_ref())?;
+            let dir = config.ticket_keys_dir();
+            let id = engine::tickets::TicketKeys::rotate(&dir)?;
+            println!(
+                "ticket key {id} written to {}; restart the server to sign new tickets with it",
+                dir.display()
+            );
             Ok(())
         }
         Command::Version => {

@@ -79,6 +79,8 @@ fn order_for(request: &v1::ConfirmRequest) -> v1::Order {
         status: v1::OrderStatus::PendingPayment as i32,
         created_at: timestamp(now_ms),
         updated_at: timestamp(now_ms),
+        payment_due_at: timestamp(now_ms + 900_000),
+        ..Default::default()
     }
 }
 

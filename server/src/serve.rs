@@ -16,6 +16,7 @@ use anyhow::Context;
 use config::{Config, Role};
 use engine::Engine;
 use proto::v1::availability_server::AvailabilityServer;
+use proto::v1::check_in_server::CheckInServer;
 use proto::v1::event_admin_server::EventAdminServer;
 use proto::v1::reservations_server::ReservationsServer;
 use tokio::net::TcpListener;
@@ -146,8 +147,12 @@ pub async fn launch(config: &Config) -> anyhow::Result<Running> {
         auth.require(Role::Storefront),
     );
     let availability = InterceptedService::new(
-        AvailabilityServer::new(api).max_decoding_message_size(max_bytes),
+        AvailabilityServer::new(api.clone()).max_decoding_message_size(max_bytes),
         auth.require(Role::Storefront),
+    );
+    let check_in = InterceptedService::new(
+        CheckInServer::new(api).max_decoding_message_size(max_bytes),
+        auth.require(Role::Scanner),
     );
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut stopping = stop_rx.clone();
@@ -175,6 +180,7 @@ pub async fn launch(config: &Config) -> anyhow::Result<Running> {
             .add_service(admin)
             .add_service(reservations)
             .add_service(availability)
+            .add_service(check_in)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stopping.wait_for(|s| *s).await;
             }),
@@ -186,7 +192,8 @@ pub async fn launch(config: &Config) -> anyhow::Result<Running> {
             engine.recover().await?;
             // After recovery, which writes again any outbox entry a crash kept from disk. The
             // relay stops by itself when `stop` turns true.
-            crate::relay::start(engine.clone(), &kafka, stop_rx);
+            crate::relay::start(engine.clone(), &kafka, stop_rx.clone());
+            crate::payments::start(engine.clone(), &kafka, stop_rx);
             set_health(&health, ServingStatus::Serving).await;
             Ok(())
         })

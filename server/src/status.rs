@@ -233,6 +233,11 @@ fn rejection(r: Rejection, message: String) -> ApiError {
         Rejection::OrderNotCancellable { order, .. } => {
             new(FailedPrecondition, "ORDER_NOT_CANCELLABLE").with("order_id", order)
         }
+        Rejection::OrderNotRefundable { order, status } => {
+            new(FailedPrecondition, "ORDER_NOT_REFUNDABLE")
+                .with("order_id", order)
+                .with("status", crate::convert::order_status_name(status))
+        }
     }
 }
 

@@ -69,6 +69,7 @@ pub fn event(tiers: Vec<TierSpec>) -> EventSpec {
         currency: Currency::parse("EUR").expect("valid code"),
         customer_limit: None,
         hold_ttl_ms: 3_600_000,
+        payment_ttl_ms: 900_000,
         tiers,
     }
 }

@@ -11,8 +11,10 @@
 //! The types of the state and of the records are all here, next to `Inventory`, so that what a
 //! snapshot and a log record encode can be read in one place. The commands and the parts of
 //! `apply` live with the aggregate they change: `holds.rs` holds, their deadlines and the
-//! customers' tallies; `orders.rs` orders; `keys.rs` client keys; `spec.rs` the limits, the
-//! spec's checks and the event's status; `views.rs` the read-only views.
+//! customers' tallies; `orders.rs` orders made and cancelled; `payments.rs` payment results,
+//! payment deadlines and refunds; `tickets.rs` the tickets a paid order issues; `keys.rs` client
+//! keys; `spec.rs` the limits, the spec's checks and the event's status; `views.rs` the
+//! read-only views.
 
 mod ended;
 mod footprint;
@@ -20,12 +22,16 @@ mod holds;
 mod keys;
 pub mod model;
 mod orders;
+mod payments;
 pub mod rejection;
 mod seating;
 mod sharded;
 mod spec;
+mod tickets;
 mod views;
 
+#[cfg(test)]
+mod payment_tests;
 #[cfg(test)]
 mod tests;
 
@@ -41,10 +47,12 @@ pub(crate) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::Random
 
 use ended::EndedNotes;
 pub use model::*;
+pub use payments::PAYMENT_TIMEOUT_REASON;
 pub use rejection::Rejection;
 use seating::RowIndex;
 use sharded::ShardedMap;
 pub use spec::{Limits, validate_spec};
+pub use tickets::TicketIssuer;
 
 /// One tier's share of a hold or order, by index: tier index into the spec, seat indices into the
 /// event's seat table.
@@ -55,6 +63,16 @@ pub struct LineRecord {
     pub seats: Vec<u32>,
     pub unit_price_minor: u64,
     pub unit_fee_minor: u64,
+}
+
+/// An issued ticket as recorded: which line of its order, which seat (an index into the event's
+/// seat table) for a seated tier, and the signed token, made once by the actor and replayed as is.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct TicketRecord {
+    pub id: TicketId,
+    pub line: u16,
+    pub seat: Option<u32>,
+    pub token: String,
 }
 
 /// A client key and the fingerprint of the request it came with.
@@ -97,13 +115,39 @@ pub enum Record {
         payment_ref: String,
         lines: Vec<LineRecord>,
         at_ms: u64,
+        payment_due_at_ms: u64,
         key: Option<KeyRecord>,
     },
     OrderCancelled {
         order_id: OrderId,
+        cause: CancelCause,
         reason: String,
         at_ms: u64,
         key: Option<KeyRecord>,
+    },
+    OrderPaid {
+        order_id: OrderId,
+        payment: Payment,
+        tickets: Vec<TicketRecord>,
+    },
+    OrderRefunded {
+        order_id: OrderId,
+        amount_minor: u64,
+        reason: String,
+        /// Whether the tickets went back on sale (not once the event has started).
+        restock: bool,
+        at_ms: u64,
+        key: Option<KeyRecord>,
+    },
+    /// Money was taken that cannot pay the order (see `Settlement::RefundRequested`): the payment
+    /// adapter is asked to give it back.
+    RefundRequested {
+        order_id: OrderId,
+        provider: String,
+        provider_ref: String,
+        amount_minor: u64,
+        why: String,
+        at_ms: u64,
     },
 }
 
@@ -160,6 +204,18 @@ struct OrderState {
     status: OrderStatus,
     created_at_ms: u64,
     updated_at_ms: u64,
+    payment_due_at_ms: u64,
+    payment: Option<Payment>,
+    /// The tickets issued when it was paid.
+    issued: Vec<TicketRecord>,
+    cancelled: Option<(CancelCause, String)>,
+    refunded_minor: u64,
+    /// Whether its tickets count as sold: pending or paid, or refunded after the event started
+    /// (those tickets stay out of sale).
+    holds_stock: bool,
+    /// Provider references of payments whose refund was requested, so a redelivered result
+    /// never asks twice.
+    refunds_requested: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -183,6 +239,7 @@ enum KeyScope {
     Confirm,
     Release,
     Cancel,
+    Refund,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
@@ -235,6 +292,9 @@ pub struct Inventory {
     /// doubling at 2M entries stalled the event 130 ms).
     expiry: BTreeMap<u64, Vec<HoldId>>,
     orders: ShardedMap<OrderId, OrderState>,
+    /// Orders pending payment by payment deadline (ms), earliest first; entries of orders paid or
+    /// cancelled before it are dropped when their deadline comes first, as for `expiry`.
+    payment_deadlines: BTreeMap<u64, Vec<OrderId>>,
     customers: ShardedMap<Arc<str>, Tally>,
     /// How recently ended holds ended, for precise answers to late confirms.
     ended: EndedNotes,
@@ -381,6 +441,7 @@ impl Inventory {
             holds: ShardedMap::with_capacity(expected),
             expiry: BTreeMap::new(),
             orders: ShardedMap::default(),
+            payment_deadlines: BTreeMap::new(),
             customers: ShardedMap::with_capacity(expected),
             ended: EndedNotes::default(),
             order_of_hold: ShardedMap::default(),
@@ -407,11 +468,7 @@ impl Inventory {
             .iter()
             .map(|(_, h)| shared_text(&h.customer))
             .sum();
-        let ordered: u64 = self
-            .orders
-            .iter()
-            .map(|(_, o)| shared_text(&o.customer))
-            .sum();
+        let ordered: u64 = self.orders.iter().map(|(_, o)| orders::order_text(o)).sum();
         let keys: u64 = self.keys.keys().map(KeyId::text).sum();
         let queued: u64 = self.key_queue.iter().map(|(_, id)| id.text()).sum();
         self.text_bytes = customers + ordered + keys + queued;
@@ -455,21 +512,44 @@ impl Inventory {
                 payment_ref,
                 lines,
                 at_ms,
+                payment_due_at_ms,
                 key,
             } => self.apply_hold_confirmed(
                 *hold_id,
                 *order_id,
                 payment_ref,
                 lines,
-                *at_ms,
+                (*at_ms, *payment_due_at_ms),
                 key.as_ref(),
             ),
             Record::OrderCancelled {
                 order_id,
+                cause,
+                reason,
+                at_ms,
+                key,
+            } => self.apply_order_cancelled(*order_id, *cause, reason, *at_ms, key.as_ref()),
+            Record::OrderPaid {
+                order_id,
+                payment,
+                tickets,
+            } => self.apply_order_paid(*order_id, payment, tickets),
+            Record::OrderRefunded {
+                order_id,
+                amount_minor,
+                restock,
                 at_ms,
                 key,
                 ..
-            } => self.apply_order_cancelled(*order_id, *at_ms, key.as_ref()),
+            } => {
+                self.apply_order_refunded(*order_id, *amount_minor, *restock, *at_ms, key.as_ref())
+            }
+            Record::RefundRequested {
+                order_id,
+                provider,
+                provider_ref,
+                ..
+            } => self.apply_refund_requested(*order_id, provider, provider_ref),
         }
         if crate::outbox::OutboxEntry::made_by(record) {
             self.outbox_seq += 1;
@@ -520,18 +600,49 @@ impl Inventory {
             t.tickets += hold.tickets;
             t.open_holds += 1;
         }
+        let mut due: HashSet<(u64, OrderId)> = self
+            .payment_deadlines
+            .iter()
+            .flat_map(|(at, ids)| ids.iter().map(move |id| (*at, *id)))
+            .collect();
         for (id, order) in self.orders.iter() {
-            if matches!(
+            let live = matches!(
                 order.status,
                 OrderStatus::PendingPayment | OrderStatus::Paid
-            ) {
+            );
+            assert!(
+                order.holds_stock == live
+                    || (order.holds_stock && order.status == OrderStatus::Refunded),
+                "order {id} is {:?} and holds stock: {}",
+                order.status,
+                order.holds_stock
+            );
+            if order.holds_stock {
                 for line in &order.lines {
                     sold[line.tier as usize] += line.quantity;
                     line.seats.iter().for_each(|&s| claim(s, Owner::Sold(*id)));
                 }
+            }
+            if live {
                 tallies.entry(&order.customer).or_default().tickets += order.tickets;
             }
+            if order.status == OrderStatus::PendingPayment {
+                assert!(
+                    due.remove(&(order.payment_due_at_ms, *id)),
+                    "order {id} pending payment has no deadline"
+                );
+            }
+            let paid = matches!(order.status, OrderStatus::Paid | OrderStatus::Refunded);
+            assert_eq!(paid, order.payment.is_some(), "payment of order {id}");
+            assert_eq!(
+                order.issued.len() as u32,
+                if paid { order.tickets } else { 0 },
+                "order {id} ({:?}) tickets issued",
+                order.status
+            );
         }
+        // What is left in `due` are stale entries of orders paid or cancelled before their
+        // deadline, dropped lazily.
         assert_eq!(
             owner_of, self.owners,
             "seat owners disagree with holds and orders"

@@ -26,6 +26,7 @@ macro_rules! uuid_id {
 uuid_id!(EventId, "an event");
 uuid_id!(HoldId, "a hold");
 uuid_id!(OrderId, "an order");
+uuid_id!(TicketId, "a ticket");
 
 /// An ISO 4217 currency code: three upper-case ASCII letters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -125,6 +126,8 @@ pub struct EventSpec {
     /// Tickets one customer may hold or have bought, over all tiers; `None` is no limit.
     pub customer_limit: Option<u32>,
     pub hold_ttl_ms: u64,
+    /// Time a confirmed order has to be paid; unpaid past it, the engine cancels it.
+    pub payment_ttl_ms: u64,
     pub tiers: Vec<TierSpec>,
 }
 
@@ -218,6 +221,93 @@ pub enum OrderStatus {
     Refunded,
 }
 
+/// Why an order was cancelled.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum CancelCause {
+    /// `CancelOrder`, with the caller's reason.
+    Requested,
+    /// The payment provider declined the payment.
+    PaymentDeclined,
+    /// No payment came before the order's payment deadline.
+    PaymentTimeout,
+}
+
+/// How an order was paid, as the payment adapter reported it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Payment {
+    /// The provider that took the payment (`test`, `wallet`, `webhook`, ...).
+    pub provider: String,
+    /// The provider's id of the payment.
+    pub provider_ref: String,
+    pub amount_minor: u64,
+    pub paid_at_ms: u64,
+}
+
+/// An issued ticket: one per seat, or per general-admission unit, of a paid order.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: TicketId,
+    pub tier: Arc<str>,
+    /// `None` for general admission.
+    pub seat: Option<SeatRef>,
+    pub holder: Arc<str>,
+    /// The signed token its QR code holds (see `crate::tickets`).
+    pub token: String,
+}
+
+/// What a ticket's signed token binds.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TicketClaims {
+    pub ticket_id: TicketId,
+    pub event_id: EventId,
+    pub tier: String,
+    /// `None` for general admission.
+    pub seat: Option<SeatRef>,
+    pub holder: String,
+}
+
+/// A payment outcome, as the payment adapter reports it on `boxoffice.payments.v1`.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct PaymentResult {
+    pub order_id: OrderId,
+    pub provider: String,
+    pub outcome: PaymentOutcome,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum PaymentOutcome {
+    /// The provider took `amount_minor` in `currency` as payment `provider_ref`.
+    Approved {
+        provider_ref: String,
+        amount_minor: u64,
+        currency: Currency,
+    },
+    /// The provider refused the payment; nothing was taken.
+    Declined { reason: String },
+}
+
+/// What a payment result did to its order.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Settlement {
+    /// The order is paid now and its tickets are issued.
+    Paid,
+    /// The order is cancelled now (declined); its tickets are back on sale.
+    Cancelled,
+    /// The money taken cannot pay the order (it is cancelled or refunded, already paid by
+    /// another payment, or the amount or currency differ): a refund of it is requested.
+    RefundRequested,
+    /// Nothing changed: the result was applied before, or a decline came for an order that is no
+    /// longer pending.
+    Unchanged,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct RefundOrderRequest {
+    pub order_id: OrderId,
+    pub reason: String,
+    pub idempotency_key: Option<String>,
+}
+
 /// An order with the prices it was confirmed at; later price changes never touch it.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Order {
@@ -234,6 +324,16 @@ pub struct Order {
     pub status: OrderStatus,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// Unpaid past this, the engine cancels the order (`CancelCause::PaymentTimeout`).
+    pub payment_due_at_ms: u64,
+    /// Set once paid.
+    pub payment: Option<Payment>,
+    /// Issued when paid; empty before. Kept after a refund or cancel, void.
+    pub tickets: Vec<Ticket>,
+    /// Set once cancelled: why, and the caller's or the provider's words.
+    pub cancelled: Option<(CancelCause, String)>,
+    /// Minor units given back by refunds.
+    pub refunded_minor: u64,
 }
 
 /// Counts for one tier. `available + held + sold == capacity` always.

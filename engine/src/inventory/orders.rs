@@ -1,5 +1,6 @@
-//! Orders: confirming a live hold into an order pending payment, cancelling an order, and the
-//! lookups of orders.
+//! Orders: confirming a live hold into an order pending payment, cancelling an order, giving an
+//! order's tickets back to sale, and the lookups of orders. Payments and refunds are in
+//! `payments.rs`, the tickets a paid order issues in `tickets.rs`.
 
 use super::keys::keyed;
 use super::spec::check_string;
@@ -44,6 +45,7 @@ impl Inventory {
             payment_ref: req.payment_ref.clone(),
             lines,
             at_ms: now_ms,
+            payment_due_at_ms: now_ms.saturating_add(self.spec.payment_ttl_ms),
             key: keyed.map(|k| k.record),
         };
         self.apply(&record);
@@ -81,6 +83,7 @@ impl Inventory {
         }
         let record = Record::OrderCancelled {
             order_id: req.order_id,
+            cause: CancelCause::Requested,
             reason: req.reason.clone(),
             at_ms: now_ms,
             key: keyed.map(|k| k.record),
@@ -106,7 +109,7 @@ impl Inventory {
     }
 
     /// An order as the answer describes it, with its totals.
-    fn order_view(&self, id: OrderId) -> Option<Order> {
+    pub(super) fn order_view(&self, id: OrderId) -> Option<Order> {
         let o = self.orders.get(&id)?;
         let subtotal_minor = o
             .lines
@@ -132,6 +135,11 @@ impl Inventory {
             status: o.status,
             created_at_ms: o.created_at_ms,
             updated_at_ms: o.updated_at_ms,
+            payment_due_at_ms: o.payment_due_at_ms,
+            payment: o.payment.clone(),
+            tickets: self.tickets_view(o),
+            cancelled: o.cancelled.clone(),
+            refunded_minor: o.refunded_minor,
         })
     }
 
@@ -146,7 +154,7 @@ impl Inventory {
         order_id: OrderId,
         payment_ref: &str,
         lines: &[LineRecord],
-        at_ms: u64,
+        (at_ms, payment_due_at_ms): (u64, u64),
         key: Option<&KeyRecord>,
     ) {
         let hold = self
@@ -193,9 +201,20 @@ impl Inventory {
                 status: OrderStatus::PendingPayment,
                 created_at_ms: at_ms,
                 updated_at_ms: at_ms,
+                payment_due_at_ms,
+                payment: None,
+                issued: Vec::new(),
+                cancelled: None,
+                refunded_minor: 0,
+                holds_stock: true,
+                refunds_requested: Vec::new(),
             },
         );
         assert!(previous.is_none(), "order {order_id} made twice");
+        self.payment_deadlines
+            .entry(payment_due_at_ms)
+            .or_default()
+            .push(order_id);
         self.note_end(hold_id, HoldEnd::Confirmed(order_id), at_ms);
         if let Some(k) = key {
             let order = self.order_view(order_id).expect("just inserted");
@@ -208,18 +227,51 @@ impl Inventory {
     pub(super) fn apply_order_cancelled(
         &mut self,
         order_id: OrderId,
+        cause: CancelCause,
+        reason: &str,
         at_ms: u64,
         key: Option<&KeyRecord>,
     ) {
+        let (customer, tickets) = self.change_order(order_id, |order| {
+            assert_eq!(order.status, OrderStatus::PendingPayment);
+            order.status = OrderStatus::Cancelled;
+            order.updated_at_ms = at_ms;
+            order.cancelled = Some((cause, reason.to_string()));
+            (order.customer.clone(), order.tickets)
+        });
+        self.return_stock(order_id);
+        self.untally(&customer, tickets, 0);
+        if let Some(k) = key {
+            let order = self.order_view(order_id).expect("exists");
+            self.remember(KeyScope::Cancel, "", k, at_ms, Answer::Order(order));
+        }
+    }
+
+    /// Changes an order through `change`, keeping `text_bytes` in step with what it owns.
+    pub(super) fn change_order<R>(
+        &mut self,
+        id: OrderId,
+        change: impl FnOnce(&mut OrderState) -> R,
+    ) -> R {
         let order = self
             .orders
-            .get_mut(&order_id)
-            .unwrap_or_else(|| panic!("cancelled order {order_id} does not exist"));
-        assert_eq!(order.status, OrderStatus::PendingPayment);
-        order.status = OrderStatus::Cancelled;
-        order.updated_at_ms = at_ms;
-        let customer = order.customer.clone();
-        let tickets = order.tickets;
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("order {id} does not exist"));
+        let before = order_text(order);
+        let result = change(order);
+        let after = order_text(order);
+        self.text_bytes = self.text_bytes - before + after;
+        result
+    }
+
+    /// Puts an order's seats and tickets back on sale; it no longer holds stock.
+    pub(super) fn return_stock(&mut self, order_id: OrderId) {
+        let order = self.orders.get_mut(&order_id).expect("the order exists");
+        assert!(
+            order.holds_stock,
+            "order {order_id} gave its stock back twice"
+        );
+        order.holds_stock = false;
         let lines = order.lines.clone();
         for line in &lines {
             let tier = &mut self.tiers[line.tier as usize];
@@ -232,11 +284,33 @@ impl Inventory {
                 tier.rows[self.seats[s as usize].row as usize].free += 1;
             }
         }
-        self.untally(&customer, tickets, 0);
-        if let Some(k) = key {
-            let order = self.order_view(order_id).expect("exists");
-            self.remember(KeyScope::Cancel, "", k, at_ms, Answer::Order(order));
-        }
         self.check_lines(&lines);
     }
+}
+
+/// Heap bytes an order owns besides its lines, for `memory_bytes`: its share of the customer id,
+/// the cancel reason, the payment's strings, the issued tickets and their tokens.
+pub(super) fn order_text(o: &OrderState) -> u64 {
+    let payment = o.payment.as_ref().map_or(0, |p| {
+        footprint::heap(p.provider.len()) + footprint::heap(p.provider_ref.len())
+    });
+    let cancelled = o
+        .cancelled
+        .as_ref()
+        .map_or(0, |(_, r)| footprint::heap(r.len()));
+    let issued: u64 = o
+        .issued
+        .iter()
+        .map(|t| std::mem::size_of::<TicketRecord>() as u64 + footprint::heap(t.token.len()))
+        .sum();
+    let refunds: u64 = o
+        .refunds_requested
+        .iter()
+        .map(|(p, r)| {
+            2 * std::mem::size_of::<String>() as u64
+                + footprint::heap(p.len())
+                + footprint::heap(r.len())
+        })
+        .sum();
+    shared_text(&o.customer) + payment + cancelled + issued + refunds
 }

@@ -120,4 +120,6 @@ pub enum Rejection {
     OrderNotFound(OrderId),
     #[error("order {order} is {status:?} and cannot be cancelled")]
     OrderNotCancellable { order: OrderId, status: OrderStatus },
+    #[error("order {order} is {status:?}; only a paid order can be refunded")]
+    OrderNotRefundable { order: OrderId, status: OrderStatus },
 }

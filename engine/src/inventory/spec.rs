@@ -18,6 +18,8 @@ pub struct Limits {
     pub max_string_bytes: u32,
     pub min_hold_ttl_ms: u64,
     pub max_hold_ttl_ms: u64,
+    pub min_payment_ttl_ms: u64,
+    pub max_payment_ttl_ms: u64,
     pub idempotency_retention_ms: u64,
     pub max_keys_per_event: usize,
     pub ended_hold_retention_ms: u64,
@@ -45,6 +47,8 @@ impl From<&config::Config> for Limits {
             max_string_bytes: l.max_string_bytes,
             min_hold_ttl_ms: c.holds.min_hold_ttl_ms,
             max_hold_ttl_ms: c.holds.max_hold_ttl_ms,
+            min_payment_ttl_ms: c.orders.min_payment_ttl_ms,
+            max_payment_ttl_ms: c.orders.max_payment_ttl_ms,
             idempotency_retention_ms: c.idempotency.retention_ms,
             max_keys_per_event: c.idempotency.max_keys_per_event as usize,
             ended_hold_retention_ms: c.holds.ended_hold_retention_ms,
@@ -92,6 +96,12 @@ pub fn validate_spec(spec: &EventSpec, limits: &Limits) -> Result<(), Rejection>
             min_ms: limits.min_hold_ttl_ms,
             max_ms: limits.max_hold_ttl_ms,
         });
+    }
+    if !(limits.min_payment_ttl_ms..=limits.max_payment_ttl_ms).contains(&spec.payment_ttl_ms) {
+        return invalid(format!(
+            "payment ttl {} ms is outside {}..={} ms",
+            spec.payment_ttl_ms, limits.min_payment_ttl_ms, limits.max_payment_ttl_ms
+        ));
     }
     if spec.customer_limit == Some(0) {
         return invalid("customer limit must be at least 1 (or absent for no limit)".into());

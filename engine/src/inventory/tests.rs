@@ -8,17 +8,17 @@ use uuid::Uuid;
 
 use super::*;
 
-const T0: u64 = 1_800_000_000_000;
+pub(super) const T0: u64 = 1_800_000_000_000;
 
-fn hid(n: u128) -> HoldId {
+pub(super) fn hid(n: u128) -> HoldId {
     HoldId(Uuid::from_u128(n))
 }
 
-fn oid(n: u128) -> OrderId {
+pub(super) fn oid(n: u128) -> OrderId {
     OrderId(Uuid::from_u128(n))
 }
 
-fn seat(section: &str, row: &str, number: &str) -> SeatRef {
+pub(super) fn seat(section: &str, row: &str, number: &str) -> SeatRef {
     SeatRef {
         section: section.into(),
         row: row.into(),
@@ -28,7 +28,7 @@ fn seat(section: &str, row: &str, number: &str) -> SeatRef {
 
 /// An event with a GA tier (`GA`, 10 tickets, max 4 per order) and a seated tier (`SEAT`, section
 /// `A`, rows `1` and `2` front first, seats 1..=6 each, max 6 per order).
-fn spec() -> EventSpec {
+pub(super) fn spec() -> EventSpec {
     EventSpec {
         id: EventId(Uuid::from_u128(7)),
         name: "Night show".into(),
@@ -38,6 +38,7 @@ fn spec() -> EventSpec {
         currency: Currency::parse("EUR").unwrap(),
         customer_limit: Some(8),
         hold_ttl_ms: 60_000,
+        payment_ttl_ms: 900_000,
         tiers: vec![
             TierSpec {
                 code: "GA".into(),
@@ -72,18 +73,18 @@ fn spec() -> EventSpec {
     }
 }
 
-fn limits() -> Limits {
+pub(super) fn limits() -> Limits {
     Limits {
         max_open_holds_per_customer: 3,
         ..Limits::default()
     }
 }
 
-fn event() -> Inventory {
+pub(super) fn event() -> Inventory {
     Inventory::create(spec(), &limits()).unwrap().0
 }
 
-fn ga(customer: &str, quantity: u32) -> ReserveRequest {
+pub(super) fn ga(customer: &str, quantity: u32) -> ReserveRequest {
     ReserveRequest {
         customer: customer.into(),
         items: vec![ReserveItem::General {
@@ -95,7 +96,7 @@ fn ga(customer: &str, quantity: u32) -> ReserveRequest {
     }
 }
 
-fn seats_req(customer: &str, seats: Vec<SeatRef>) -> ReserveRequest {
+pub(super) fn seats_req(customer: &str, seats: Vec<SeatRef>) -> ReserveRequest {
     ReserveRequest {
         customer: customer.into(),
         items: vec![ReserveItem::Seats {
@@ -107,7 +108,7 @@ fn seats_req(customer: &str, seats: Vec<SeatRef>) -> ReserveRequest {
     }
 }
 
-fn confirm(hold: HoldId) -> ConfirmRequest {
+pub(super) fn confirm(hold: HoldId) -> ConfirmRequest {
     ConfirmRequest {
         hold_id: hold,
         payment_ref: "card-1".into(),
@@ -115,7 +116,7 @@ fn confirm(hold: HoldId) -> ConfirmRequest {
     }
 }
 
-fn counts(inv: &Inventory, tier: usize) -> (u32, u32, u32) {
+pub(super) fn counts(inv: &Inventory, tier: usize) -> (u32, u32, u32) {
     let t = &inv.availability()[tier];
     (t.available, t.held, t.sold)
 }
@@ -672,6 +673,23 @@ fn replay_and_snapshot_rebuild_the_same_state() {
     assert_eq!(restored.order(oid(1)), inv.order(oid(1)));
 }
 
+/// The actor's issuer, with ticket ids counted instead of drawn; tokens signed with real keys.
+pub(super) struct TestIssuer {
+    pub(super) keys: crate::tickets::TicketKeys,
+    pub(super) next: u128,
+}
+
+impl TicketIssuer for TestIssuer {
+    fn ticket_id(&mut self) -> TicketId {
+        self.next += 1;
+        TicketId(Uuid::from_u128(self.next))
+    }
+
+    fn sign(&self, claims: &TicketClaims) -> String {
+        self.keys.sign(claims)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Property test: random operations against a model that only counts.
 // ---------------------------------------------------------------------------------------------
@@ -698,6 +716,10 @@ enum Op {
     Confirm(usize),
     Release(usize),
     Cancel(usize),
+    /// Approve order `.0`; with the order's total if `.1`, else one minor unit short.
+    Pay(usize, bool),
+    Decline(usize),
+    Refund(usize),
     Advance(u64),
     Status(u8),
 }
@@ -712,7 +734,11 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0usize..64).prop_map(Op::Confirm),
         2 => (0usize..64).prop_map(Op::Release),
         1 => (0usize..64).prop_map(Op::Cancel),
+        3 => (0usize..64, proptest::bool::weighted(0.8)).prop_map(|(o, ok)| Op::Pay(o, ok)),
+        1 => (0usize..64).prop_map(Op::Decline),
+        1 => (0usize..64).prop_map(Op::Refund),
         2 => (0u64..40_000).prop_map(Op::Advance),
+        1 => (0u64..400_000).prop_map(Op::Advance),
         1 => (0u8..4).prop_map(Op::Status),
     ]
 }
@@ -761,7 +787,22 @@ proptest! {
         let mut order_ids: Vec<OrderId> = Vec::new();
         // (customer, key) -> (quantity, hold) of the first accepted keyed request.
         let mut keyed: BTreeMap<(u8, u8), (u32, HoldId)> = BTreeMap::new();
+        let mut status: BTreeMap<OrderId, OrderStatus> = BTreeMap::new();
+        let keys_dir = tempfile::tempdir().unwrap();
+        let mut issuer = TestIssuer { keys: crate::tickets::TicketKeys::open(keys_dir.path()).unwrap(), next: 0 };
         for (id, op) in (1u128..).zip(ops) {
+            // ... and cancels orders unpaid at their deadline.
+            while let Some(r) = inv.expire_unpaid(now) {
+                let Record::OrderCancelled { order_id, cause: CancelCause::PaymentTimeout, .. } = &r else {
+                    panic!("not a payment timeout: {r:?}");
+                };
+                prop_assert_eq!(status.insert(*order_id, OrderStatus::Cancelled), Some(OrderStatus::PendingPayment));
+                let entry = model.orders.get_mut(order_id).unwrap();
+                prop_assert!(entry.0 && inv.order(*order_id).unwrap().payment_due_at_ms <= now);
+                entry.0 = false;
+                for s in &entry.2 { model.seat_owner.remove(s); }
+                log.push(r);
+            }
             // The actor sweeps due holds before every command; so does this driver.
             while let Some(r) = inv.expire_due(now, 3) {
                 if let Record::HoldsExpired { hold_ids, .. } = &r {
@@ -875,6 +916,7 @@ proptest! {
                             if matches!(op, Op::Confirm(_)) {
                                 for s in &seats { model.seat_owner.insert(*s, id); }
                                 model.orders.insert(oid(id), (true, lines, seats));
+                                status.insert(oid(id), OrderStatus::PendingPayment);
                                 order_ids.push(oid(id));
                             } else {
                                 for s in &seats { model.seat_owner.remove(s); }
@@ -890,14 +932,77 @@ proptest! {
                     let req = CancelOrderRequest { order_id: o, reason: "test".into(), idempotency_key: None };
                     match inv.cancel_order(&req, now, &lim) {
                         Ok(d) => {
+                            prop_assert_eq!(status.insert(o, OrderStatus::Cancelled), Some(OrderStatus::PendingPayment));
                             let entry = model.orders.get_mut(&o).unwrap();
                             prop_assert!(entry.0);
                             entry.0 = false;
                             for s in &entry.2 { model.seat_owner.remove(s); }
                             log.extend(d.record);
                         }
-                        Err(_) => prop_assert!(!model.orders[&o].0),
+                        Err(_) => prop_assert!(status[&o] != OrderStatus::PendingPayment),
                     }
+                }
+                Op::Pay(i, _) | Op::Decline(i) | Op::Refund(i) if !order_ids.is_empty() => {
+                    let o = order_ids[i % order_ids.len()];
+                    let before = status[&o];
+                    let total = inv.order(o).unwrap().total_minor;
+                    let (record, after) = match op {
+                        Op::Pay(_, ok) => {
+                            let amount = if ok { total } else { total - 1 };
+                            let result = PaymentResult {
+                                order_id: o,
+                                provider: "test".into(),
+                                outcome: PaymentOutcome::Approved {
+                                    provider_ref: format!("p{id}"),
+                                    amount_minor: amount,
+                                    currency: Currency::parse("EUR").unwrap(),
+                                },
+                            };
+                            let d = inv.settle_payment(&result, now, &lim, &mut issuer).unwrap();
+                            let pays = ok && before == OrderStatus::PendingPayment;
+                            prop_assert_eq!(d.answer.0, if pays { Settlement::Paid } else { Settlement::RefundRequested });
+                            (d.record, if pays { OrderStatus::Paid } else { before })
+                        }
+                        Op::Decline(_) => {
+                            let result = PaymentResult {
+                                order_id: o,
+                                provider: "test".into(),
+                                outcome: PaymentOutcome::Declined { reason: "no".into() },
+                            };
+                            let d = inv.settle_payment(&result, now, &lim, &mut issuer).unwrap();
+                            let cancels = before == OrderStatus::PendingPayment;
+                            prop_assert_eq!(d.record.is_some(), cancels);
+                            (d.record, if cancels { OrderStatus::Cancelled } else { before })
+                        }
+                        _ => {
+                            let req = RefundOrderRequest { order_id: o, reason: "r".into(), idempotency_key: None };
+                            match inv.refund_order(&req, now, &lim) {
+                                Ok(d) => {
+                                    prop_assert_eq!(before, OrderStatus::Paid);
+                                    (d.record, OrderStatus::Refunded)
+                                }
+                                Err(Rejection::OrderNotRefundable { .. }) => {
+                                    prop_assert!(before != OrderStatus::Paid);
+                                    (None, before)
+                                }
+                                Err(e) => panic!("refund refused: {e}"),
+                            }
+                        }
+                    };
+                    if before != after && after != OrderStatus::Paid {
+                        let entry = model.orders.get_mut(&o).unwrap();
+                        entry.0 = false;
+                        for s in &entry.2 { model.seat_owner.remove(s); }
+                    }
+                    status.insert(o, after);
+                    let answer = inv.order(o).unwrap();
+                    prop_assert_eq!(answer.status, after);
+                    let issued = matches!(after, OrderStatus::Paid | OrderStatus::Refunded);
+                    prop_assert_eq!(answer.tickets.len() as u32, if issued { answer.lines.iter().map(|l| l.quantity).sum() } else { 0 });
+                    for t in &answer.tickets {
+                        prop_assert_eq!(issuer.keys.verify(&t.token).unwrap().ticket_id, t.id);
+                    }
+                    log.extend(record);
                 }
                 Op::Advance(ms) => now += ms,
                 Op::Status(s) => {
@@ -922,5 +1027,8 @@ proptest! {
         prop_assert_eq!(replayed.summary(), inv.summary());
         prop_assert_eq!(replayed.seat_availability(None), inv.seat_availability(None));
         prop_assert_eq!(replayed.applied(), inv.applied());
+        for o in &order_ids {
+            prop_assert_eq!(replayed.order(*o), inv.order(*o));
+        }
     }
 }

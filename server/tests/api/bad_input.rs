@@ -409,10 +409,72 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
             "INVALID_ARGUMENT",
         ),
         ("event exists", exists, Code::AlreadyExists, "EVENT_EXISTS"),
+        (
+            "payment ttl over the maximum",
+            v1::CreateEventRequest {
+                payment_ttl_seconds: 31 * 86_400,
+                ..event_request(10, 1)
+            },
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
     ] {
         let req = admin.req(request);
         assert_case(name, admin.admin.create_event(req).await, code, why);
     }
+    let refund = |order_id: &str, reason: &str| v1::RefundOrderRequest {
+        event_id: event.clone(),
+        order_id: order_id.to_string(),
+        reason: reason.to_string(),
+        idempotency_key: String::new(),
+    };
+    for (name, request, code, why) in [
+        (
+            "refund: bad order id",
+            refund("not-a-uuid", "r"),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "refund: unknown order",
+            refund(&unknown, "r"),
+            Code::NotFound,
+            "ORDER_NOT_FOUND",
+        ),
+        (
+            "refund: a cancelled order",
+            refund(&order.order_id, "r"),
+            Code::FailedPrecondition,
+            "ORDER_NOT_REFUNDABLE",
+        ),
+        (
+            "refund: no reason",
+            refund(&order.order_id, ""),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+    ] {
+        let req = admin.req(request);
+        assert_case(name, admin.admin.refund_order(req).await, code, why);
+    }
+    let req = c.req(refund(&order.order_id, "r"));
+    assert_refused(
+        proto::v1::event_admin_client::EventAdminClient::new(channel.clone())
+            .refund_order(req)
+            .await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
+    let req = admin.req(v1::GetEventKeysRequest {
+        event_id: event.clone(),
+    });
+    assert_refused(
+        proto::v1::check_in_client::CheckInClient::new(channel.clone())
+            .get_event_keys(req)
+            .await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
     let req = admin.req(v1::SetEventStatusRequest {
         event_id: event.clone(),
         status: v1::EventStatus::Unspecified as i32,

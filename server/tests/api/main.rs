@@ -13,6 +13,7 @@ mod idempotency;
 mod order_event_outages;
 mod order_events;
 mod overload;
+mod payments;
 mod startup;
 mod stream;
 mod stream_ends;

@@ -206,6 +206,9 @@ fn kind(event: &v1::OrderEvent) -> &'static str {
         Change::EventStatusChanged(_) => "status",
         Change::OrderConfirmed(_) => "confirmed",
         Change::OrderCancelled(_) => "cancelled",
+        Change::OrderPaid(_) => "paid",
+        Change::OrderRefunded(_) => "refunded",
+        Change::RefundRequested(_) => "refund requested",
     }
 }
 

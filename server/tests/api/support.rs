@@ -369,6 +369,7 @@ pub fn event_request(ga: u32, seats_per_row: u32) -> v1::CreateEventRequest {
         currency: "EUR".into(),
         customer_limit: None,
         default_hold_ttl_seconds: 600,
+        payment_ttl_seconds: 0,
         tiers: vec![
             v1::Tier {
                 code: "GA".into(),

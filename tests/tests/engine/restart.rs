@@ -28,6 +28,7 @@ async fn a_million_logged_changes_restart_in_seconds() {
     // Real records from the real inventory: reservations, releases and confirmations.
     let started = Instant::now();
     let (mut inventory, created) = Inventory::create(spec, &limits).unwrap();
+    engine::wal::check_format(dir.path()).unwrap();
     let log = SledLog::open(&engine::wal::log_dir(dir.path()), 64).unwrap();
     let mut rng = fastrand::Rng::with_seed(11);
     let mut live: Vec<HoldId> = Vec::new();

@@ -1,0 +1,189 @@
+//! The payment-result consumer: reads `kafka.payments_topic` (`boxoffice.v1.PaymentResult`,
+//! written by the payment adapter) in consumer group `kafka.payments_group` and applies each
+//! result to its order through the event's actor. An offset is committed only after the engine
+//! answered, which it does once the result's record is durable: at least once in, and since a
+//! result the order already reflects changes nothing, at most once in effect.
+//!
+//! Messages are taken in batches of what has arrived (at most `BATCH`), settled concurrently, and
+//! committed together once every one of them is settled. A result the engine cannot take now
+//! (overloaded, recovering, a storage fault) is retried with a backoff, holding up its batch's
+//! commit, never skipped. A message that cannot be a valid result (it does not decode, names no
+//! such event or order, or breaks a limit) is logged, counted and committed past: it would never
+//! succeed, and it must not stop the results behind it.
+//!
+//! It decides nothing: the inventory decides what a result does (`Inventory::settle_payment`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::KafkaConfig;
+use engine::inventory::Settlement;
+use engine::{Engine, Error};
+use futures_util::FutureExt;
+use futures_util::future::join_all;
+use kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use kafka::rdkafka::message::OwnedMessage;
+use kafka::rdkafka::{Message, Offset, TopicPartitionList};
+use metrics::counter;
+use prost::Message as _;
+use proto::v1;
+use tokio::sync::watch;
+
+use crate::convert;
+
+/// Results taken from the consumer and settled together, at most.
+const BATCH: usize = 1_024;
+
+/// Starts the consumer if `kafka.brokers` is set; it stops when `stop` turns true.
+pub fn start(
+    engine: Arc<Engine>,
+    config: &KafkaConfig,
+    stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if config.brokers.is_empty() {
+        return None;
+    }
+    let consumer = match kafka::consumer(
+        &config.brokers,
+        &config.payments_group,
+        &config.properties,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "the payment-result consumer is off: fix kafka.properties and restart");
+            counter!("boxoffice_payment_results_total", "outcome" => "config").increment(1);
+            return None;
+        }
+    };
+    let config = config.clone();
+    Some(tokio::spawn(async move {
+        // The topic may not exist before the adapter's first result; subscribing to a missing
+        // topic only reports an error, so it is made here as the relay makes its own.
+        while let Err(e) = kafka::ensure_topic(
+            &config.brokers,
+            &config.properties,
+            &config.payments_topic,
+            config.orders_topic_partitions as i32,
+            config.orders_topic_replication as i32,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, topic = %config.payments_topic, "payments topic not ready; retrying");
+            if wait_or_stop(&stop, kafka::RETRY_BACKOFF).await {
+                return;
+            }
+        }
+        if let Err(e) = consumer.subscribe(&[&config.payments_topic]) {
+            tracing::error!(error = %e, "cannot subscribe to the payments topic; the consumer is off");
+            return;
+        }
+        tracing::info!(topic = %config.payments_topic, group = %config.payments_group, "payment-result consumer on");
+        run(&engine, &consumer, stop).await;
+    }))
+}
+
+async fn run(engine: &Engine, consumer: &StreamConsumer, mut stop: watch::Receiver<bool>) {
+    loop {
+        let first = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            m = consumer.recv() => m,
+        };
+        let first = match first {
+            Ok(m) => m.detach(),
+            Err(e) => {
+                tracing::debug!(error = %e, "payments consumer");
+                if wait_or_stop(&stop, kafka::RETRY_BACKOFF).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match consumer.recv().now_or_never() {
+                Some(Ok(m)) => batch.push(m.detach()),
+                _ => break,
+            }
+        }
+        let settled = join_all(batch.iter().map(|m| settle(engine, m, &stop))).await;
+        if settled.iter().any(|done| !done) {
+            return; // stopping: the batch's offsets stay uncommitted and it is read again
+        }
+        let mut offsets = TopicPartitionList::new();
+        for m in &batch {
+            // The next offset to read, per partition; messages of a partition come in order.
+            let _ = offsets.add_partition_offset(
+                m.topic(),
+                m.partition(),
+                Offset::Offset(m.offset() + 1),
+            );
+        }
+        if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
+            // Harmless: the results are durable, and read again they change nothing.
+            tracing::warn!(error = %e, "payment offsets not committed");
+        }
+    }
+}
+
+/// Applies one message; `false` if the server began stopping before it could.
+async fn settle(engine: &Engine, message: &OwnedMessage, stop: &watch::Receiver<bool>) -> bool {
+    let decoded = v1::PaymentResult::decode(message.payload().unwrap_or_default())
+        .map_err(|e| format!("not a boxoffice.v1.PaymentResult: {e}"))
+        .and_then(|r| convert::payment_result(r).map_err(|e| e.message));
+    let (event, result) = match decoded {
+        Ok(r) => r,
+        Err(why) => return skip(message, &why),
+    };
+    let order = result.order_id;
+    loop {
+        let answer = match engine.event(event) {
+            Ok(handle) => handle.settle_payment(result.clone()).await,
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok((settlement, _)) => {
+                let outcome = match settlement {
+                    Settlement::Paid => "paid",
+                    Settlement::Cancelled => "cancelled",
+                    Settlement::RefundRequested => "refund_requested",
+                    Settlement::Unchanged => "unchanged",
+                };
+                tracing::debug!(%event, %order, outcome, "payment result applied");
+                counter!("boxoffice_payment_results_total", "outcome" => outcome).increment(1);
+                return true;
+            }
+            Err(e @ (Error::EventNotFound(_) | Error::Rejected(_))) => {
+                return skip(message, &e.to_string());
+            }
+            Err(e) => {
+                // Overloaded, timed out, recovering, storage, stopping: the result waits.
+                tracing::warn!(%event, %order, error = %e, "payment result not applied yet; retrying");
+                counter!("boxoffice_payment_results_total", "outcome" => "retried").increment(1);
+                if wait_or_stop(stop, kafka::RETRY_BACKOFF).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Logs and counts a message that can never be applied; it is committed past.
+fn skip(message: &OwnedMessage, why: &str) -> bool {
+    tracing::warn!(
+        partition = message.partition(),
+        offset = message.offset(),
+        why,
+        "payment result refused and skipped"
+    );
+    counter!("boxoffice_payment_results_total", "outcome" => "invalid").increment(1);
+    true
+}
+
+/// Sleeps `pause`; `true` if the server began stopping meanwhile.
+async fn wait_or_stop(stop: &watch::Receiver<bool>, pause: Duration) -> bool {
+    let mut stop = stop.clone();
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => true,
+        () = tokio::time::sleep(pause) => false,
+    }
+}
