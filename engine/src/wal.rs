@@ -576,6 +576,30 @@ mod tests {
     }
 
     #[test]
+    fn a_data_directory_of_another_format_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        check_format(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
+            "2\n"
+        );
+        check_format(dir.path()).unwrap();
+        std::fs::write(dir.path().join("FORMAT"), "3\n").unwrap();
+        let err = check_format(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("format 3") && err.contains("reads format 2"),
+            "{err}"
+        );
+        let old = tempfile::tempdir().unwrap();
+        std::fs::create_dir(log_dir(old.path())).unwrap();
+        let err = check_format(old.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("format 1") && err.contains("empty storage.data_dir"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn snapshot_files_replace_each_other_and_catch_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let snapshots = SnapshotDir::open(dir.path()).unwrap();

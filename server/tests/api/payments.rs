@@ -68,6 +68,19 @@ async fn get_order(c: &mut Clients, order: &v1::Order) -> v1::Order {
         .expect("an order")
 }
 
+/// The public ticket keys, as a scanner (the development key has every role) gets them.
+async fn event_keys(server: &Server, event: &str) -> v1::GetEventKeysResponse {
+    let c = server.clients().await;
+    let req = c.req(v1::GetEventKeysRequest {
+        event_id: event.to_string(),
+    });
+    CheckInClient::new(server.channel().await)
+        .get_event_keys(req)
+        .await
+        .expect("the event's keys")
+        .into_inner()
+}
+
 /// Polls the order until `done` holds, for at most 30 s.
 async fn order_until(
     c: &mut Clients,
@@ -137,15 +150,8 @@ async fn payment_results_pay_cancel_and_refund_each_order_once() {
     assert_eq!(payment.amount_minor, paid.total_minor);
     assert_eq!(paid_now.tickets.len(), 2, "one ticket per GA unit");
     // The tokens verify with the keys scanners are given, and bind the ticket.
-    let mut check_in = CheckInClient::new(server.channel().await);
-    let keys = check_in
-        .get_event_keys(c.req(v1::GetEventKeysRequest {
-            event_id: event.clone(),
-        }))
+    let keys: Vec<engine::tickets::PublicKey> = event_keys(&server, &event)
         .await
-        .unwrap()
-        .into_inner();
-    let keys: Vec<engine::tickets::PublicKey> = keys
         .keys
         .iter()
         .map(|k| engine::tickets::PublicKey {
@@ -265,4 +271,39 @@ async fn payment_results_pay_cancel_and_refund_each_order_once() {
     ] {
         assert!(text.contains(line), "no {line} in\n{text}");
     }
+}
+
+#[tokio::test]
+async fn a_rotated_ticket_key_is_served_beside_the_old_one_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    let mut c = server.clients().await;
+    let event = c.create(event_request(10, 1)).await.event_id;
+    let before = event_keys(&server, &event).await;
+    assert_eq!(before.active_key_id, 1);
+    assert_eq!(before.keys.len(), 1);
+    assert_eq!(before.keys[0].public_key.len(), 32);
+    server.stop(Duration::from_secs(10)).await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+        .arg("rotate-ticket-key")
+        .env("BOXOFFICE_CONFIG", data.with_extension("toml"))
+        .env("BOXOFFICE_STORAGE__DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.starts_with("ticket key 2 written to "), "{said}");
+
+    server.restart();
+    let after = event_keys(&server, &event).await;
+    assert_eq!(after.active_key_id, 2);
+    assert_eq!(after.keys.len(), 2);
+    assert_eq!(after.keys[0], before.keys[0], "the old key still verifies");
+    assert_ne!(after.keys[1].public_key, before.keys[0].public_key);
 }
