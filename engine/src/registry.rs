@@ -311,12 +311,12 @@ impl Engine {
         .saturating_sub(stats.outbox_removed.load(Ordering::Relaxed))
     }
 
-    /// Every event's state in memory, as accounted against `engine.max_state_mib`.
     /// The keys that sign tickets; their public halves are for scanners.
     pub fn ticket_keys(&self) -> &TicketKeys {
         &self.context.tickets
     }
 
+    /// Every event's state in memory, as accounted against `engine.max_state_mib`.
     pub fn memory(&self) -> &StateMemory {
         &self.context.memory
     }

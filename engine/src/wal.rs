@@ -41,7 +41,6 @@ impl From<std::io::Error> for StorageError {
     }
 }
 
-/// Where the log lives inside the data directory.
 /// The version of what the data directory holds (records, snapshots, outbox entries), written to
 /// `<data_dir>/FORMAT` when the log is made. Version 2 added payments and tickets to orders.
 pub const FORMAT_VERSION: u32 = 2;
@@ -78,6 +77,7 @@ pub fn check_format(data_dir: &Path) -> Result<(), StorageError> {
     }
 }
 
+/// Where the log lives inside the data directory.
 pub fn log_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("log")
 }

@@ -407,7 +407,8 @@ pub fn payment_result(r: v1::PaymentResult) -> Result<(EventId, domain::PaymentR
         Some(Outcome::Approved(a)) => domain::PaymentOutcome::Approved {
             provider_ref: a.provider_reference,
             amount_minor: a.amount_minor,
-            currency: Currency::parse(&a.currency).ok_or_else(|| {
+            // Providers differ in case ("eur"); the code is the same.
+            currency: Currency::parse(&a.currency.to_ascii_uppercase()).ok_or_else(|| {
                 ApiError::invalid(format!(
                     "approved.currency `{}` is not an ISO 4217 code such as EUR",
                     quote(&a.currency)

@@ -109,14 +109,15 @@ async fn run(engine: &Engine, consumer: &StreamConsumer, mut stop: watch::Receiv
         if settled.iter().any(|done| !done) {
             return; // stopping: the batch's offsets stay uncommitted and it is read again
         }
-        let mut offsets = TopicPartitionList::new();
+        // The next offset to read, per partition: one past the last message of it in the batch.
+        let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
         for m in &batch {
-            // The next offset to read, per partition; messages of a partition come in order.
-            let _ = offsets.add_partition_offset(
-                m.topic(),
-                m.partition(),
-                Offset::Offset(m.offset() + 1),
-            );
+            let at = next.entry((m.topic(), m.partition())).or_default();
+            *at = (*at).max(m.offset() + 1);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(offset));
         }
         if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
             // Harmless: the results are durable, and read again they change nothing.

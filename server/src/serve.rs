@@ -38,6 +38,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "boxoffice.v1.EventAdmin",
     "boxoffice.v1.Reservations",
     "boxoffice.v1.Availability",
+    "boxoffice.v1.CheckIn",
 ];
 
 /// A started server.

@@ -106,6 +106,12 @@ pub async fn refresh(
         }
         counter!("boxoffice_holds_expired_total")
             .absolute(engine.stats().holds_expired.load(Ordering::Relaxed));
+        counter!("boxoffice_orders_unpaid_cancelled_total").absolute(
+            engine
+                .stats()
+                .orders_unpaid_cancelled
+                .load(Ordering::Relaxed),
+        );
         gauge!("boxoffice_state_memory_bytes").set(engine.memory().used_bytes() as f64);
         gauge!("boxoffice_state_memory_limit_bytes").set(engine.memory().limit_bytes() as f64);
         gauge!("boxoffice_answer_buffer_bytes").set(answers.in_use() as f64);

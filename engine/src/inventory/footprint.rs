@@ -78,7 +78,10 @@ impl Inventory {
                 size_of::<(HoldId, OrderId)>(),
             )
             + self.orders.len() as u64 * (size_of::<LineRecord>() as u64 + heap(24))
-            + seats_sold * 4;
+            + seats_sold * 4
+            // Payment deadlines: one id per order in per-millisecond lists, as for holds; counted
+            // for every order, an upper bound (an entry goes once its deadline comes).
+            + self.orders.len() as u64 * 2 * size_of::<OrderId>() as u64;
         let keys = table(self.keys.capacity(), size_of::<(KeyId, KeyEntry)>())
             + self.key_queue.capacity() as u64 * size_of::<(u64, KeyId)>() as u64
             // The answer's line; the key and its owner are in `text_bytes`.

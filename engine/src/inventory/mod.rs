@@ -47,7 +47,6 @@ pub(crate) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::Random
 
 use ended::EndedNotes;
 pub use model::*;
-pub use payments::PAYMENT_TIMEOUT_REASON;
 pub use rejection::Rejection;
 use seating::RowIndex;
 use sharded::ShardedMap;
@@ -306,15 +305,16 @@ pub struct Inventory {
     /// Records applied so far; the log sequence number of the next record.
     applied: u64,
     /// Outbox entries made so far (see `crate::outbox`): 1 for the creation, +1 for each status
-    /// change, confirm and cancel applied. Counted by `apply`, so a replay counts the same.
+    /// change, confirm, payment, cancel, refund and refund request applied. Counted by `apply`, so a replay counts the same.
     outbox_seq: u64,
     #[serde(skip)]
     lookup: Lookup,
     /// What the spec and the seat tables take in memory; derived, rebuilt on restore.
     #[serde(skip)]
     fixed_bytes: u64,
-    /// Heap bytes of the strings that holds, orders and keys own (customer ids, client keys),
-    /// for `memory_bytes`; derived, rebuilt on restore.
+    /// Heap bytes of the strings and lists that holds, orders and keys own (customer ids, client
+    /// keys, payments, tickets and their tokens, cancel reasons), for `memory_bytes`; derived,
+    /// rebuilt on restore.
     #[serde(skip)]
     text_bytes: u64,
 }

@@ -328,7 +328,7 @@ pub struct Order {
     pub payment_due_at_ms: u64,
     /// Set once paid.
     pub payment: Option<Payment>,
-    /// Issued when paid; empty before. Kept after a refund or cancel, void.
+    /// Issued when paid; empty before. Kept after a refund, void (check-in refuses them).
     pub tickets: Vec<Ticket>,
     /// Set once cancelled: why, and the caller's or the provider's words.
     pub cancelled: Option<(CancelCause, String)>,

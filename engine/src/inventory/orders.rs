@@ -111,16 +111,15 @@ impl Inventory {
     /// An order as the answer describes it, with its totals.
     pub(super) fn order_view(&self, id: OrderId) -> Option<Order> {
         let o = self.orders.get(&id)?;
-        let subtotal_minor = o
-            .lines
-            .iter()
-            .map(|l| l.unit_price_minor * u64::from(l.quantity))
-            .sum();
-        let fees_minor = o
-            .lines
-            .iter()
-            .map(|l| l.unit_fee_minor * u64::from(l.quantity))
-            .sum();
+        let sum = |unit: fn(&LineRecord) -> u64| {
+            o.lines.iter().fold(0u64, |sum, l| {
+                unit(l)
+                    .saturating_mul(u64::from(l.quantity))
+                    .saturating_add(sum)
+            })
+        };
+        let subtotal_minor = sum(|l| l.unit_price_minor);
+        let fees_minor = sum(|l| l.unit_fee_minor);
         Some(Order {
             id,
             event_id: self.spec.id,
@@ -130,7 +129,7 @@ impl Inventory {
             currency: self.spec.currency,
             subtotal_minor,
             fees_minor,
-            total_minor: subtotal_minor + fees_minor,
+            total_minor: subtotal_minor.saturating_add(fees_minor),
             payment_ref: o.payment_ref.clone(),
             status: o.status,
             created_at_ms: o.created_at_ms,

@@ -193,6 +193,17 @@ fn an_order_unpaid_at_its_deadline_is_cancelled_and_a_paid_one_is_not() {
     .unwrap();
     assert_eq!(inv.next_payment_due_ms(), Some(due));
     assert!(inv.expire_unpaid(due - 1).is_none());
+    // An approval decided at the deadline, before the timer's cancel: it never pays the order.
+    let d = inv
+        .settle_payment(
+            &approved(oid(1), "at-due", 5_300),
+            due,
+            &limits(),
+            &mut issuer,
+        )
+        .unwrap();
+    assert_eq!(d.answer.0, Settlement::RefundRequested);
+    assert_eq!(d.answer.1.status, OrderStatus::PendingPayment);
     let record = inv.expire_unpaid(due).expect("order 1 is due");
     assert!(matches!(
         record,

@@ -25,16 +25,27 @@ impl Inventory {
         check_string("payment provider", &result.provider, limits)?;
         let id = result.order_id;
         let order = self.orders.get(&id).ok_or(Rejection::OrderNotFound(id))?;
-        let record = match &result.outcome {
+        let (settlement, record) = match &result.outcome {
             PaymentOutcome::Declined { reason } => {
-                check_string("decline reason", reason, limits)?;
-                (order.status == OrderStatus::PendingPayment).then(|| Record::OrderCancelled {
-                    order_id: id,
-                    cause: CancelCause::PaymentDeclined,
-                    reason: reason.clone(),
-                    at_ms: now_ms,
-                    key: None,
-                })
+                if order.status != OrderStatus::PendingPayment {
+                    (Settlement::Unchanged, None)
+                } else {
+                    // A provider's words over the limit are cut, not refused: refusing would
+                    // leave the order waiting out its deadline.
+                    let limit = limits.max_string_bytes as usize;
+                    let reason = match rejection::prefix(reason, limit) {
+                        "" => "declined",
+                        cut => cut,
+                    };
+                    let record = Record::OrderCancelled {
+                        order_id: id,
+                        cause: CancelCause::PaymentDeclined,
+                        reason: reason.to_string(),
+                        at_ms: now_ms,
+                        key: None,
+                    };
+                    (Settlement::Cancelled, Some(record))
+                }
             }
             PaymentOutcome::Approved {
                 provider_ref,
@@ -50,50 +61,55 @@ impl Inventory {
                     .as_ref()
                     .is_some_and(|p| this(&p.provider, &p.provider_ref))
                     || order.refunds_requested.iter().any(|(p, r)| this(p, r));
-                let total = order_total(order);
-                let why = match order.status {
-                    _ if recorded => None,
-                    OrderStatus::PendingPayment
-                        if *amount_minor == total && *currency == self.spec.currency =>
-                    {
-                        None
+                if recorded {
+                    (Settlement::Unchanged, None)
+                } else {
+                    let total = order_total(order);
+                    let why = match order.status {
+                        OrderStatus::PendingPayment if now_ms >= order.payment_due_at_ms => {
+                            Some("the payment came after the payment deadline".to_string())
+                        }
+                        OrderStatus::PendingPayment
+                            if *amount_minor == total && *currency == self.spec.currency =>
+                        {
+                            None
+                        }
+                        OrderStatus::PendingPayment => Some(format!(
+                            "{amount_minor} {currency} taken for an order of {total} {}",
+                            self.spec.currency
+                        )),
+                        OrderStatus::Paid => Some("the order was already paid".to_string()),
+                        OrderStatus::Cancelled => Some("the order was cancelled".to_string()),
+                        OrderStatus::Refunded => Some("the order was refunded".to_string()),
+                    };
+                    match why {
+                        Some(why) => (
+                            Settlement::RefundRequested,
+                            Some(Record::RefundRequested {
+                                order_id: id,
+                                provider: result.provider.clone(),
+                                provider_ref: provider_ref.clone(),
+                                amount_minor: *amount_minor,
+                                why,
+                                at_ms: now_ms,
+                            }),
+                        ),
+                        None => (
+                            Settlement::Paid,
+                            Some(Record::OrderPaid {
+                                order_id: id,
+                                payment: Payment {
+                                    provider: result.provider.clone(),
+                                    provider_ref: provider_ref.clone(),
+                                    amount_minor: *amount_minor,
+                                    paid_at_ms: now_ms,
+                                },
+                                tickets: self.issue_tickets(order, issuer),
+                            }),
+                        ),
                     }
-                    OrderStatus::PendingPayment => Some(format!(
-                        "{amount_minor} {currency} taken for an order of {total} {}",
-                        self.spec.currency
-                    )),
-                    OrderStatus::Paid => Some("the order was already paid".to_string()),
-                    OrderStatus::Cancelled => Some("the order was cancelled".to_string()),
-                    OrderStatus::Refunded => Some("the order was refunded".to_string()),
-                };
-                match why {
-                    _ if recorded => None,
-                    Some(why) => Some(Record::RefundRequested {
-                        order_id: id,
-                        provider: result.provider.clone(),
-                        provider_ref: provider_ref.clone(),
-                        amount_minor: *amount_minor,
-                        why,
-                        at_ms: now_ms,
-                    }),
-                    None => Some(Record::OrderPaid {
-                        order_id: id,
-                        payment: Payment {
-                            provider: result.provider.clone(),
-                            provider_ref: provider_ref.clone(),
-                            amount_minor: *amount_minor,
-                            paid_at_ms: now_ms,
-                        },
-                        tickets: self.issue_tickets(order, issuer),
-                    }),
                 }
             }
-        };
-        let settlement = match &record {
-            None => Settlement::Unchanged,
-            Some(Record::OrderPaid { .. }) => Settlement::Paid,
-            Some(Record::OrderCancelled { .. }) => Settlement::Cancelled,
-            Some(_) => Settlement::RefundRequested,
         };
         if let Some(r) = &record {
             self.apply(r);
@@ -261,11 +277,13 @@ impl Inventory {
     }
 }
 
-/// What the order costs, fees included, in the event's currency.
+/// What the order costs, fees included, in the event's currency (saturating, as the answer's
+/// totals are: no spec limit bounds a fee).
 pub(super) fn order_total(order: &OrderState) -> u64 {
-    order
-        .lines
-        .iter()
-        .map(|l| (l.unit_price_minor + l.unit_fee_minor) * u64::from(l.quantity))
-        .sum()
+    order.lines.iter().fold(0u64, |sum, l| {
+        l.unit_price_minor
+            .saturating_add(l.unit_fee_minor)
+            .saturating_mul(u64::from(l.quantity))
+            .saturating_add(sum)
+    })
 }

@@ -65,7 +65,12 @@ impl Inventory {
                 line.quantity,
                 "tickets of line {index}"
             );
-            if !line.seats.is_empty() {
+            if line.seats.is_empty() {
+                assert!(
+                    of_line.iter().all(Option::is_none),
+                    "a GA ticket with a seat"
+                );
+            } else {
                 let seats: Vec<Option<u32>> = line.seats.iter().copied().map(Some).collect();
                 assert_eq!(of_line, seats, "ticket seats of line {index}");
             }
