@@ -197,6 +197,62 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// How long a relay or consumer waits between attempts after an error.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
+/// The next batch of a consumer that applies messages in batches and commits after the effect:
+/// waits for one message, then takes what has already arrived, up to `max` in all. `None` once
+/// `stop` turns true. Errors of the consumer (a broker away, a topic not there yet) are waited
+/// out: librdkafka reconnects by itself.
+pub async fn next_batch(
+    consumer: &StreamConsumer,
+    max: usize,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<Vec<rdkafka::message::OwnedMessage>> {
+    use futures_util::FutureExt;
+    loop {
+        let first = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return None,
+            m = consumer.recv() => m,
+        };
+        match first {
+            Ok(m) => {
+                let mut batch = vec![m.detach()];
+                while batch.len() < max {
+                    match consumer.recv().now_or_never() {
+                        Some(Ok(m)) => batch.push(m.detach()),
+                        _ => break,
+                    }
+                }
+                return Some(batch);
+            }
+            Err(_) => {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return None,
+                    () = tokio::time::sleep(RETRY_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Commits, per partition, the offset after the last message of `batch`: call once every
+/// message of it has had its effect.
+pub fn commit_batch(
+    consumer: &StreamConsumer,
+    batch: &[rdkafka::message::OwnedMessage],
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let at = next.entry((m.topic(), m.partition())).or_default();
+        *at = (*at).max(m.offset() + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        offsets.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    consumer.commit(&offsets, CommitMode::Async)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,11 +19,10 @@ use std::time::Duration;
 use config::KafkaConfig;
 use engine::inventory::Settlement;
 use engine::{Engine, Error};
-use futures_util::FutureExt;
 use futures_util::future::join_all;
-use kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use kafka::rdkafka::Message;
+use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use kafka::rdkafka::message::OwnedMessage;
-use kafka::rdkafka::{Message, Offset, TopicPartitionList};
 use metrics::counter;
 use prost::Message as _;
 use proto::v1;
@@ -83,43 +82,12 @@ pub fn start(
 }
 
 async fn run(engine: &Engine, consumer: &StreamConsumer, mut stop: watch::Receiver<bool>) {
-    loop {
-        let first = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            m = consumer.recv() => m,
-        };
-        let first = match first {
-            Ok(m) => m.detach(),
-            Err(e) => {
-                tracing::debug!(error = %e, "payments consumer");
-                if wait_or_stop(&stop, kafka::RETRY_BACKOFF).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match consumer.recv().now_or_never() {
-                Some(Ok(m)) => batch.push(m.detach()),
-                _ => break,
-            }
-        }
+    while let Some(batch) = kafka::next_batch(consumer, BATCH, &mut stop).await {
         let settled = join_all(batch.iter().map(|m| settle(engine, m, &stop))).await;
         if settled.iter().any(|done| !done) {
             return; // stopping: the batch's offsets stay uncommitted and it is read again
         }
-        // The next offset to read, per partition: one past the last message of it in the batch.
-        let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
-        for m in &batch {
-            let at = next.entry((m.topic(), m.partition())).or_default();
-            *at = (*at).max(m.offset() + 1);
-        }
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(offset));
-        }
-        if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
+        if let Err(e) = kafka::commit_batch(consumer, &batch) {
             // Harmless: the results are durable, and read again they change nothing.
             tracing::warn!(error = %e, "payment offsets not committed");
         }

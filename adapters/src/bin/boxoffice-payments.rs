@@ -1,0 +1,209 @@
+//! `boxoffice-payments`: the payment adapter. `run` consumes boxoffice's order events, charges the
+//! provider of each confirmed order and reports the outcome on the payments topic; `charges`
+//! lists what its ledger holds.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use adapters::payments::{Settings, ledger::Ledger};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "boxoffice-payments",
+    version,
+    about = "boxoffice's payment adapter"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume order events and charge, until SIGTERM or Ctrl-C.
+    Run(Box<RunArgs>),
+    /// Print every charge and refund in the ledger, one per line, and exit.
+    Charges {
+        /// The adapter's data directory.
+        #[arg(
+            long,
+            env = "BOXOFFICE_PAYMENTS_DATA_DIR",
+            default_value = "./data-payments"
+        )]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Bootstrap brokers, host:port[,host:port...].
+    #[arg(long, env = "BOXOFFICE_PAYMENTS_BROKERS")]
+    brokers: String,
+    /// Where the ledger lives (what was charged, published, refunded).
+    #[arg(
+        long,
+        env = "BOXOFFICE_PAYMENTS_DATA_DIR",
+        default_value = "./data-payments"
+    )]
+    data_dir: PathBuf,
+    /// boxoffice's order events (kafka.orders_topic).
+    #[arg(
+        long,
+        env = "BOXOFFICE_PAYMENTS_ORDERS_TOPIC",
+        default_value = "boxoffice.orders.v1"
+    )]
+    orders_topic: String,
+    /// Where results go (boxoffice's kafka.payments_topic).
+    #[arg(
+        long,
+        env = "BOXOFFICE_PAYMENTS_PAYMENTS_TOPIC",
+        default_value = "boxoffice.payments.v1"
+    )]
+    payments_topic: String,
+    /// The adapter's consumer group.
+    #[arg(
+        long,
+        env = "BOXOFFICE_PAYMENTS_GROUP",
+        default_value = "boxoffice-payments"
+    )]
+    group: String,
+    /// This adapter's static member id in the group (KIP-345), one per running adapter; empty:
+    /// derived from the data directory, which holds one adapter's ledger.
+    #[arg(long, env = "BOXOFFICE_PAYMENTS_INSTANCE_ID", default_value = "")]
+    instance_id: String,
+    /// Orders charged at once, at most (1 ..= 100000); also the most messages per batch.
+    #[arg(long, env = "BOXOFFICE_PAYMENTS_MAX_IN_FLIGHT", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_in_flight: u32,
+    /// Provider of a payment reference whose scheme names none (`test`).
+    #[arg(
+        long,
+        env = "BOXOFFICE_PAYMENTS_DEFAULT_PROVIDER",
+        default_value = "test"
+    )]
+    default_provider: String,
+    /// Failures in a row that open a provider's circuit breaker (1 ..= 1000).
+    #[arg(long, env = "BOXOFFICE_PAYMENTS_BREAKER_THRESHOLD", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    breaker_threshold: u32,
+    /// How long an open breaker holds calls back, ms (10 ..= 3600000).
+    #[arg(long, env = "BOXOFFICE_PAYMENTS_BREAKER_COOL_DOWN_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    breaker_cool_down_ms: u64,
+    /// Prometheus metrics at http://ADDR/metrics.
+    #[arg(
+        long,
+        env = "BOXOFFICE_PAYMENTS_METRICS_LISTEN",
+        default_value = "127.0.0.1:9465"
+    )]
+    metrics_listen: SocketAddr,
+    /// A librdkafka property for every client, KEY=VALUE (repeatable): TLS, SASL, ...
+    #[arg(long = "kafka-property", value_parser = property)]
+    properties: Vec<(String, String)>,
+}
+
+fn property(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    Ok((key.trim().to_string(), value.trim().to_string()))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env(
+            "BOXOFFICE_PAYMENTS_LOG",
+        ))
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Charges { data_dir } => {
+            let ledger = Ledger::open(&data_dir.join("ledger"))?;
+            for (order, charge) in ledger.charges()? {
+                println!(
+                    "charge order={order} event={} published={} result_bytes={}",
+                    charge.event_id,
+                    charge.published,
+                    charge.result.len()
+                );
+            }
+            for (key, refund) in ledger.refunds()? {
+                println!(
+                    "refund key={key} order={} provider={} reference={} amount_minor={}",
+                    refund.order_id, refund.provider, refund.provider_ref, refund.amount_minor
+                );
+            }
+            for (key, _) in ledger.provider_entries()? {
+                println!("test-provider {key}");
+            }
+            Ok(())
+        }
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(run(*args))
+        }
+    }
+}
+
+/// `payments-` and the data directory's absolute path, in the characters Kafka allows.
+fn instance_id(data_dir: &std::path::Path) -> String {
+    let path = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let text: String = path
+        .to_string_lossy()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let keep = text.len().saturating_sub(200);
+    format!("payments-{}", &text[keep..])
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let metrics = adapters::serve_metrics(args.metrics_listen).await?;
+    let settings = Settings {
+        brokers: args.brokers,
+        orders_topic: args.orders_topic,
+        payments_topic: args.payments_topic,
+        group: args.group,
+        instance_id: if args.instance_id.is_empty() {
+            instance_id(&args.data_dir)
+        } else {
+            args.instance_id
+        },
+        data_dir: args.data_dir,
+        max_in_flight: args.max_in_flight as usize,
+        default_provider: args.default_provider,
+        breaker_threshold: args.breaker_threshold,
+        breaker_cool_down: Duration::from_millis(args.breaker_cool_down_ms),
+        properties: args.properties.into_iter().collect::<BTreeMap<_, _>>(),
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    let data_dir = settings.data_dir.clone();
+    adapters::payments::run(settings, stop, move || {
+        println!(
+            "boxoffice-payments running metrics=http://{metrics}/metrics data_dir={}",
+            data_dir.display()
+        );
+    })
+    .await
+}

@@ -1,0 +1,449 @@
+//! The payment adapter: consumes the order events (`boxoffice.orders.v1`) in its own consumer
+//! group, charges a provider for every `OrderConfirmed`, gives money back for every
+//! `OrderRefunded` and `RefundRequested`, and reports each charge's outcome to the engine as a
+//! `boxoffice.v1.PaymentResult` on `boxoffice.payments.v1`.
+//!
+//! At least once in, exactly one charge per order. Messages come in batches; per batch:
+//! 1. each order is charged (concurrently, at most `max_in_flight` at once) with the order id as
+//!    the provider's idempotency key, unless the ledger already holds its result;
+//! 2. every new result is written to the ledger and the ledger flushed (fsync), once;
+//! 3. the results not yet published are published (idempotent producer, `acks=all`) and the
+//!    acknowledgements awaited;
+//! 4. only then are the batch's offsets committed.
+//!
+//! A crash anywhere repeats at most steps 1 to 4 for the batch: the provider finds the payment
+//! under its key and answers as before, so the order is never charged twice, and the engine
+//! applies a result it already has as a no-op. A provider that fails is retried with backoff
+//! behind a circuit breaker; an order waits for it until its payment deadline, and is then left
+//! to the engine, which cancels it.
+//!
+//! It talks to boxoffice only through Kafka, never through its files.
+
+pub mod breaker;
+pub mod ledger;
+pub mod provider;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::join_all;
+use kafka::rdkafka::Message;
+use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use kafka::rdkafka::message::OwnedMessage;
+use kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+use metrics::{counter, gauge, histogram};
+use prost::Message as _;
+use proto::v1;
+use proto::v1::order_event::Change;
+use tokio::sync::{Semaphore, watch};
+
+use self::breaker::{Breaker, backoff};
+use self::ledger::{Charge, Ledger, Refund};
+use self::provider::{ChargeRequest, Outcome, Provider, TestProvider};
+
+/// Everything the adapter is told at start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub brokers: String,
+    pub orders_topic: String,
+    pub payments_topic: String,
+    pub group: String,
+    /// This adapter's static member id in the group; one per running adapter.
+    pub instance_id: String,
+    pub data_dir: PathBuf,
+    /// Orders charged at once, at most; also the most messages taken per batch.
+    pub max_in_flight: usize,
+    /// The provider of a payment reference without a known scheme.
+    pub default_provider: String,
+    /// Failures in a row that open a provider's breaker, and how long it stays open.
+    pub breaker_threshold: u32,
+    pub breaker_cool_down: Duration,
+    /// librdkafka properties for every client (TLS, SASL, ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+struct Adapter {
+    settings: Settings,
+    ledger: Arc<Ledger>,
+    providers: Vec<Provider>,
+    breakers: BTreeMap<&'static str, Breaker>,
+    producer: FutureProducer,
+    charging: Semaphore,
+}
+
+/// What one message asks of the adapter, after its charge or refund.
+enum Done {
+    /// Nothing to publish.
+    Nothing,
+    /// A result to record and publish.
+    Publish { order_id: String, charge: Charge },
+    /// The server is stopping: leave the batch uncommitted.
+    Stopping,
+}
+
+/// Runs the adapter until `stop` turns true. `ready` is called once it is subscribed.
+pub async fn run(
+    settings: Settings,
+    stop: watch::Receiver<bool>,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let ledger = Arc::new(Ledger::open(&settings.data_dir.join("ledger"))?);
+    let providers = vec![Provider::Test(TestProvider::new(ledger.clone()))];
+    anyhow::ensure!(
+        providers
+            .iter()
+            .any(|p| p.name() == settings.default_provider),
+        "default provider `{}` is not one of: test",
+        settings.default_provider
+    );
+    let breakers = providers
+        .iter()
+        .map(|p| {
+            let breaker = Breaker::new(settings.breaker_threshold, settings.breaker_cool_down);
+            (p.name(), breaker)
+        })
+        .collect();
+    let producer =
+        kafka::producer(&settings.brokers, &settings.properties, 1).context("payments producer")?;
+    for topic in [&settings.orders_topic, &settings.payments_topic] {
+        // Either may be missing before boxoffice's first start; both are made as it makes them.
+        let mut stop = stop.clone();
+        while let Err(e) =
+            kafka::ensure_topic(&settings.brokers, &settings.properties, topic, 6, 1).await
+        {
+            tracing::warn!(error = %e, topic, "topic not ready; retrying");
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                () = tokio::time::sleep(kafka::RETRY_BACKOFF) => {}
+            }
+        }
+    }
+    // Static membership (KIP-345): a restarted adapter takes its old place in the group at once
+    // instead of waiting for its dead self to time out of it (which tansu 0.6.0's coordinator
+    // never lets happen: a lapsed member stays leader and every rejoin is told to rebalance).
+    let mut properties = settings.properties.clone();
+    properties.insert("group.instance.id".into(), settings.instance_id.clone());
+    let consumer = kafka::consumer(&settings.brokers, &settings.group, &properties)
+        .context("payments consumer")?;
+    consumer
+        .subscribe(&[&settings.orders_topic])
+        .context("subscribe to the order events")?;
+    let adapter = Adapter {
+        charging: Semaphore::new(settings.max_in_flight.max(1)),
+        settings,
+        ledger,
+        providers,
+        breakers,
+        producer,
+    };
+    tokio::spawn(lag(consumer_lag_source(&adapter.settings)?, stop.clone()));
+    ready();
+    let consumed = adapter.consume(&consumer, stop).await;
+    // The marks of what was published since the last batch's flush; lost, they would only make a
+    // restart publish those results again.
+    adapter.ledger.flush()?;
+    consumed
+}
+
+impl Adapter {
+    async fn consume(
+        &self,
+        consumer: &StreamConsumer,
+        mut stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let max = self.settings.max_in_flight.max(1);
+        while let Some(batch) = kafka::next_batch(consumer, max, &mut stop).await {
+            let done = join_all(batch.iter().map(|m| self.handle(m, &stop))).await;
+            if done.iter().any(|d| matches!(d, Done::Stopping)) {
+                return Ok(());
+            }
+            let fresh: Vec<(&String, &Charge)> = done
+                .iter()
+                .filter_map(|d| match d {
+                    Done::Publish { order_id, charge } if !charge.published => {
+                        Some((order_id, charge))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (order_id, charge) in &fresh {
+                self.ledger.put_charge(order_id, charge)?;
+            }
+            // Results and refunds durable before anything is published or committed.
+            tokio::task::block_in_place(|| self.ledger.flush())?;
+            let sends = fresh.iter().map(|(order_id, charge)| async move {
+                let record = FutureRecord::to(&self.settings.payments_topic)
+                    .key(&charge.event_id)
+                    .payload(&charge.result);
+                self.producer
+                    .send(record, Duration::from_secs(60))
+                    .await
+                    .map(|_| *order_id)
+                    .map_err(|(e, _)| e)
+            });
+            for sent in join_all(sends).await {
+                let order_id = sent?;
+                let mut charge = self.ledger.charge(order_id)?.expect("recorded above");
+                charge.published = true;
+                self.ledger.put_charge(order_id, &charge)?;
+                counter!("boxoffice_payments_results_published_total").increment(1);
+            }
+            if let Err(e) = kafka::commit_batch(consumer, &batch) {
+                tracing::warn!(error = %e, "order-event offsets not committed; the batch will be read again and change nothing");
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, message: &OwnedMessage, stop: &watch::Receiver<bool>) -> Done {
+        let event = match v1::OrderEvent::decode(message.payload().unwrap_or_default()) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(partition = message.partition(), offset = message.offset(), error = %e, "not an order event; skipped");
+                counter!("boxoffice_payments_skipped_total", "why" => "undecodable").increment(1);
+                return Done::Nothing;
+            }
+        };
+        let result = match event.change {
+            Some(Change::OrderConfirmed(c)) => match c.order {
+                Some(order) => self.charge(order, stop).await,
+                None => Ok(Done::Nothing),
+            },
+            Some(Change::OrderRefunded(r)) => match r.order {
+                Some(order) => {
+                    let payment = order.payment.clone().unwrap_or_default();
+                    let key = format!("refund:{}:{}", order.order_id, payment.provider_reference);
+                    self.refund(
+                        &key,
+                        &order,
+                        &payment.provider,
+                        &payment.provider_reference,
+                        r.amount_minor,
+                    )
+                    .await
+                }
+                None => Ok(Done::Nothing),
+            },
+            Some(Change::RefundRequested(r)) => match r.order {
+                Some(order) => {
+                    let key = format!("refund:{}:{}", order.order_id, r.provider_reference);
+                    self.refund(
+                        &key,
+                        &order,
+                        &r.provider,
+                        &r.provider_reference,
+                        r.amount_minor,
+                    )
+                    .await
+                }
+                None => Ok(Done::Nothing),
+            },
+            _ => Ok(Done::Nothing),
+        };
+        result.unwrap_or_else(|e| {
+            // The ledger failed: stop here; a restart reads the batch again.
+            tracing::error!(error = %e, "payment ledger failed; stopping");
+            Done::Stopping
+        })
+    }
+
+    fn provider(&self, reference: &str) -> &Provider {
+        let default = self
+            .providers
+            .iter()
+            .find(|p| p.name() == self.settings.default_provider)
+            .expect("checked at start");
+        provider::for_reference(&self.providers, default, reference)
+    }
+
+    async fn charge(
+        &self,
+        order: v1::Order,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Done, ledger::LedgerError> {
+        if let Some(charge) = self.ledger.charge(&order.order_id)? {
+            return Ok(Done::Publish {
+                order_id: order.order_id,
+                charge,
+            });
+        }
+        let provider = self.provider(&order.payment_reference);
+        let breaker = &self.breakers[provider.name()];
+        let request = ChargeRequest {
+            key: order.order_id.clone(),
+            reference: order.payment_reference.clone(),
+            amount_minor: order.total_minor,
+            currency: order.currency.clone(),
+        };
+        let due_ms = order
+            .payment_due_at
+            .map_or(u64::MAX, |t| (t.seconds.max(0) as u64) * 1_000);
+        let _permit = self.charging.acquire().await.expect("never closed");
+        let mut attempt = 0;
+        let outcome = loop {
+            if !breaker.wait_closed(stop).await {
+                return Ok(Done::Stopping);
+            }
+            let started = Instant::now();
+            let answer = provider.charge(&request).await;
+            histogram!("boxoffice_payments_provider_seconds", "provider" => provider.name())
+                .record(started.elapsed().as_secs_f64());
+            match answer {
+                Ok(outcome) => {
+                    breaker.success();
+                    break outcome;
+                }
+                Err(e) => {
+                    breaker.failure();
+                    gauge!("boxoffice_payments_breaker_open", "provider" => provider.name())
+                        .set(if breaker.is_open() { 1.0 } else { 0.0 });
+                    counter!("boxoffice_payments_charges_total", "provider" => provider.name(), "outcome" => "failed").increment(1);
+                    if unix_ms() >= due_ms {
+                        tracing::warn!(order_id = %order.order_id, error = %e, "provider failing past the payment deadline; the engine cancels the order");
+                        counter!("boxoffice_payments_skipped_total", "why" => "deadline")
+                            .increment(1);
+                        return Ok(Done::Nothing);
+                    }
+                    tracing::warn!(order_id = %order.order_id, attempt, error = %e, "charge failed; retrying");
+                    let mut stop = stop.clone();
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return Ok(Done::Stopping),
+                        () = tokio::time::sleep(backoff(attempt)) => {}
+                    }
+                    attempt += 1;
+                }
+            }
+        };
+        gauge!("boxoffice_payments_breaker_open", "provider" => provider.name()).set(0.0);
+        let (label, outcome) = match outcome {
+            Outcome::Approved {
+                provider_ref,
+                amount_minor,
+                currency,
+            } => (
+                "approved",
+                v1::payment_result::Outcome::Approved(v1::PaymentApproved {
+                    provider_reference: provider_ref,
+                    amount_minor,
+                    currency,
+                }),
+            ),
+            Outcome::Declined { reason } => (
+                "declined",
+                v1::payment_result::Outcome::Declined(v1::PaymentDeclined { reason }),
+            ),
+        };
+        counter!("boxoffice_payments_charges_total", "provider" => provider.name(), "outcome" => label).increment(1);
+        let result = v1::PaymentResult {
+            event_id: order.event_id.clone(),
+            order_id: order.order_id.clone(),
+            provider: provider.name().to_string(),
+            outcome: Some(outcome),
+        };
+        Ok(Done::Publish {
+            order_id: order.order_id,
+            charge: Charge {
+                event_id: order.event_id,
+                result: result.encode_to_vec(),
+                published: false,
+            },
+        })
+    }
+
+    async fn refund(
+        &self,
+        key: &str,
+        order: &v1::Order,
+        provider_name: &str,
+        provider_ref: &str,
+        amount_minor: u64,
+    ) -> Result<Done, ledger::LedgerError> {
+        if self.ledger.has_refund(key)? {
+            return Ok(Done::Nothing);
+        }
+        let Some(provider) = self.providers.iter().find(|p| p.name() == provider_name) else {
+            tracing::error!(order_id = %order.order_id, provider = provider_name, "refund for a provider this adapter does not speak; give it back by hand");
+            counter!("boxoffice_payments_skipped_total", "why" => "unknown_provider").increment(1);
+            return Ok(Done::Nothing);
+        };
+        let mut attempt = 0;
+        loop {
+            match provider.refund(key, provider_ref, amount_minor).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(order_id = %order.order_id, attempt, error = %e, "refund failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+        self.ledger.put_refund(
+            key,
+            &Refund {
+                order_id: order.order_id.clone(),
+                provider: provider_name.to_string(),
+                provider_ref: provider_ref.to_string(),
+                amount_minor,
+            },
+        )?;
+        counter!("boxoffice_payments_refunds_total", "provider" => provider.name()).increment(1);
+        Ok(Done::Nothing)
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A consumer of its own in the adapter's group, only to read offsets for the lag gauge.
+fn consumer_lag_source(settings: &Settings) -> anyhow::Result<(StreamConsumer, String)> {
+    let consumer = kafka::consumer(&settings.brokers, &settings.group, &settings.properties)?;
+    Ok((consumer, settings.orders_topic.clone()))
+}
+
+/// Every 5 s: messages of the order topic not yet committed by the adapter's group, summed over
+/// partitions (`boxoffice_payments_consumer_lag_messages`).
+async fn lag((consumer, topic): (StreamConsumer, String), mut stop: watch::Receiver<bool>) {
+    use kafka::rdkafka::{Offset, TopicPartitionList};
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let consumer = &consumer;
+        let topic = topic.clone();
+        let lag = tokio::task::block_in_place(move || -> Option<i64> {
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .ok()?;
+            let partitions = metadata.topics().first()?.partitions().len() as i32;
+            let mut list = TopicPartitionList::new();
+            for p in 0..partitions {
+                list.add_partition(&topic, p);
+            }
+            let committed = consumer
+                .committed_offsets(list, Duration::from_secs(5))
+                .ok()?;
+            let mut lag = 0;
+            for p in 0..partitions {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(5))
+                    .ok()?;
+                let at = match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => low,
+                };
+                lag += (high - at).max(0);
+            }
+            Some(lag)
+        });
+        if let Some(lag) = lag {
+            gauge!("boxoffice_payments_consumer_lag_messages").set(lag as f64);
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The payment adapter end to end: a real tansu broker (scripts/broker.sh), boxoffice serving in
+//! this process with its relay and payment-result consumer, and `boxoffice-payments` as a real
+//! process, killed with SIGKILL mid-stream. Orders are confirmed over gRPC and their outcome read
+//! back over gRPC and from the adapter's ledger.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proto::v1;
+use proto::v1::event_admin_client::EventAdminClient;
+use proto::v1::reservations_client::ReservationsClient;
+use tonic::Request;
+use tonic::transport::Channel;
+
+const KEY: &str = "boxoffice-dev-key";
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts")
+}
+
+/// A tansu broker with its files in a directory; stopped when dropped.
+struct Broker {
+    dir: PathBuf,
+    addr: String,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Broker {
+        let out = Command::new(scripts().join("broker.sh"))
+            .arg("start")
+            .arg(dir)
+            .output()
+            .expect("run scripts/broker.sh");
+        assert!(
+            out.status.success(),
+            "the broker did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let addr = text
+            .lines()
+            .find_map(|l| l.strip_prefix("kafka="))
+            .unwrap_or_else(|| panic!("no kafka= in {text:?}"))
+            .to_string();
+        Broker {
+            dir: dir.to_path_buf(),
+            addr,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(scripts().join("broker.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// The adapter process; killed when dropped.
+struct PaymentAdapter {
+    child: Option<Child>,
+    data_dir: PathBuf,
+    brokers: String,
+    metrics: String,
+}
+
+impl PaymentAdapter {
+    fn start(data_dir: &Path, brokers: &str) -> PaymentAdapter {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_boxoffice-payments"))
+            .args([
+                "run",
+                "--brokers",
+                brokers,
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("BOXOFFICE_PAYMENTS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn boxoffice-payments");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.starts_with("boxoffice-payments running "),
+            "the adapter did not start: {line:?}"
+        );
+        let metrics = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("metrics="))
+            .unwrap()
+            .to_string();
+        PaymentAdapter {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            brokers: brokers.to_string(),
+            metrics,
+        }
+    }
+
+    fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn restart(&mut self) {
+        *self = PaymentAdapter::start(&self.data_dir.clone(), &self.brokers.clone());
+    }
+
+    /// SIGTERM; it must exit 0.
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
+    /// `boxoffice-payments charges`, as lines.
+    fn ledger(&self) -> Vec<String> {
+        let out = Command::new(env!("CARGO_BIN_EXE_boxoffice-payments"))
+            .arg("charges")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for PaymentAdapter {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn req<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {KEY}").parse().unwrap());
+    request
+}
+
+struct Shop {
+    admin: EventAdminClient<Channel>,
+    reservations: ReservationsClient<Channel>,
+    event: String,
+}
+
+impl Shop {
+    async fn open(addr: std::net::SocketAddr) -> Shop {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut admin = EventAdminClient::new(channel.clone());
+        let event = admin
+            .create_event(req(v1::CreateEventRequest {
+                name: "Adapter night".into(),
+                venue: "Hall".into(),
+                starts_at: Some(prost_types_timestamp(4_000_000_000)),
+                status: v1::EventStatus::OnSale as i32,
+                currency: "EUR".into(),
+                default_hold_ttl_seconds: 600,
+                tiers: vec![v1::Tier {
+                    code: "GA".into(),
+                    name: "Standing".into(),
+                    price_minor: 4_000,
+                    fee_minor: 200,
+                    max_per_order: 4,
+                    sale_windows: vec![],
+                    stock: Some(v1::tier::Stock::GeneralAdmission(v1::GeneralAdmission {
+                        capacity: 1_000,
+                    })),
+                }],
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .event
+            .unwrap()
+            .event_id;
+        Shop {
+            admin,
+            reservations: ReservationsClient::new(channel),
+            event,
+        }
+    }
+
+    /// Holds 2 tickets for a new customer and confirms them with `reference`.
+    async fn order(&mut self, n: usize, reference: &str) -> v1::Order {
+        let hold = self
+            .reservations
+            .reserve(req(v1::ReserveRequest {
+                event_id: self.event.clone(),
+                customer_id: format!("buyer-{n}"),
+                items: vec![v1::ReserveItem {
+                    tier_code: "GA".into(),
+                    selection: Some(v1::reserve_item::Selection::Quantity(2)),
+                }],
+                hold_ttl_seconds: None,
+                idempotency_key: String::new(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .hold
+            .unwrap();
+        self.reservations
+            .confirm(req(v1::ConfirmRequest {
+                event_id: self.event.clone(),
+                hold_id: hold.hold_id,
+                payment: Some(v1::Payment {
+                    reference: reference.into(),
+                }),
+                idempotency_key: String::new(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap()
+    }
+
+    async fn get(&mut self, order: &v1::Order) -> v1::Order {
+        self.reservations
+            .get_order(req(v1::GetOrderRequest {
+                event_id: order.event_id.clone(),
+                order_id: order.order_id.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap()
+    }
+
+    /// Waits until no order of `orders` is pending payment; their states.
+    async fn settled(&mut self, orders: &[v1::Order], within: Duration) -> Vec<v1::Order> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut now = Vec::with_capacity(orders.len());
+            for o in orders {
+                now.push(self.get(o).await);
+            }
+            let pending = now
+                .iter()
+                .filter(|o| o.status == v1::OrderStatus::PendingPayment as i32)
+                .count();
+            if pending == 0 {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{pending} orders still pending payment"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+async fn metric(adapter: &PaymentAdapter, line_start: &str) -> Option<f64> {
+    let body = reqwest_free_get(&adapter.metrics).await;
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A plain HTTP/1.1 GET over a TCP socket: the adapter's `/metrics`.
+async fn reqwest_free_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream
+        .write_all(
+            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_confirmed_order_is_charged_once_and_paid_or_cancelled_across_an_adapter_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let mut config = config::Config::default();
+    config.storage.data_dir = dir.path().join("boxoffice");
+    config.api.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
+    config.kafka.brokers = broker.addr.clone();
+    let server = server::serve::start(&config).await.unwrap();
+    let mut shop = Shop::open(server.grpc_addr).await;
+    let mut adapter = PaymentAdapter::start(&dir.path().join("payments"), &broker.addr);
+
+    // Every outcome the test provider has.
+    let mut orders = Vec::new();
+    for (n, reference) in [
+        "test:approve",
+        "test:decline",
+        "test:fail-then-approve",
+        "test:slow",
+        "card-without-scheme",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        orders.push(shop.order(n, reference).await);
+    }
+    let settled = shop.settled(&orders, Duration::from_secs(60)).await;
+    let statuses: Vec<(i32, usize)> = settled
+        .iter()
+        .map(|o| (o.status, o.tickets.len()))
+        .collect();
+    let paid = (v1::OrderStatus::Paid as i32, 2);
+    assert_eq!(
+        statuses,
+        vec![
+            paid,
+            (v1::OrderStatus::Cancelled as i32, 0),
+            paid,
+            paid,
+            paid // the default provider, test, approves a reference without a scheme
+        ]
+    );
+    assert_eq!(
+        settled[1].cancel_cause,
+        v1::CancelCause::PaymentDeclined as i32
+    );
+    assert_eq!(settled[1].cancel_reason, "card declined");
+    for o in &settled {
+        if let Some(p) = &o.payment {
+            assert_eq!(
+                (p.provider.as_str(), p.amount_minor),
+                ("test", o.total_minor)
+            );
+        }
+    }
+    assert_eq!(
+        metric(
+            &adapter,
+            "boxoffice_payments_charges_total{provider=\"test\",outcome=\"failed\"}"
+        )
+        .await,
+        Some(1.0),
+        "fail-then-approve failed once"
+    );
+
+    // Forty more, and the adapter killed while they are being charged, then started again.
+    let mut more = Vec::new();
+    for n in 0..40 {
+        more.push(shop.order(100 + n, "test:approve").await);
+        if n == 10 {
+            adapter.kill();
+        }
+    }
+    adapter.restart();
+    let settled_more = shop.settled(&more, Duration::from_secs(90)).await;
+    assert!(
+        settled_more
+            .iter()
+            .all(|o| o.status == v1::OrderStatus::Paid as i32 && o.tickets.len() == 2),
+        "{settled_more:#?}"
+    );
+
+    // A refund: the adapter gives the money back, once.
+    let paid_order = &settled[0];
+    shop.admin
+        .refund_order(req(v1::RefundOrderRequest {
+            event_id: paid_order.event_id.clone(),
+            order_id: paid_order.order_id.clone(),
+            reason: "changed plans".into(),
+            idempotency_key: String::new(),
+        }))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&adapter, "boxoffice_payments_refunds_total").await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the refund never reached the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    adapter.stop();
+
+    // The ledger: one charge per order at the provider, whatever the kill repeated.
+    let ledger = adapter.ledger();
+    let mut provider_charges: HashMap<String, u32> = HashMap::new();
+    for line in &ledger {
+        if let Some(order) = line.strip_prefix("test-provider charge:") {
+            *provider_charges.entry(order.to_string()).or_default() += 1;
+        }
+    }
+    let all: Vec<&v1::Order> = orders.iter().chain(&more).collect();
+    assert_eq!(provider_charges.len(), all.len(), "{ledger:#?}");
+    for o in &all {
+        assert_eq!(
+            provider_charges.get(&o.order_id),
+            Some(&1),
+            "order {}",
+            o.order_id
+        );
+        assert!(
+            ledger
+                .iter()
+                .any(|l| l.starts_with(&format!("charge order={} ", o.order_id))
+                    && l.contains("published=true")),
+            "order {} not published: {ledger:#?}",
+            o.order_id
+        );
+    }
+    let refunds: Vec<&String> = ledger.iter().filter(|l| l.starts_with("refund ")).collect();
+    assert_eq!(refunds.len(), 1, "{ledger:#?}");
+    assert!(refunds[0].contains(&paid_order.order_id) && refunds[0].contains("amount_minor=8400"));
+    server.stop().await.unwrap();
+}
