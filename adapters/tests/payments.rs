@@ -12,54 +12,11 @@ use std::time::{Duration, Instant};
 use proto::v1;
 use proto::v1::event_admin_client::EventAdminClient;
 use proto::v1::reservations_client::ReservationsClient;
+use testkit::Broker;
 use tonic::Request;
 use tonic::transport::Channel;
 
 const KEY: &str = "boxoffice-dev-key";
-
-fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts")
-}
-
-/// A tansu broker with its files in a directory; stopped when dropped.
-struct Broker {
-    dir: PathBuf,
-    addr: String,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Broker {
-        let out = Command::new(scripts().join("broker.sh"))
-            .arg("start")
-            .arg(dir)
-            .output()
-            .expect("run scripts/broker.sh");
-        assert!(
-            out.status.success(),
-            "the broker did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let addr = text
-            .lines()
-            .find_map(|l| l.strip_prefix("kafka="))
-            .unwrap_or_else(|| panic!("no kafka= in {text:?}"))
-            .to_string();
-        Broker {
-            dir: dir.to_path_buf(),
-            addr,
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new(scripts().join("broker.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
-    }
-}
 
 /// The adapter process; killed when dropped.
 struct PaymentAdapter {

@@ -447,41 +447,7 @@ fn bad_invocations_are_refused_with_a_reason() {
     );
 }
 
-/// A tansu broker started by `scripts/broker.sh`, stopped when dropped.
-struct Broker {
-    dir: PathBuf,
-    addr: String,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Broker {
-        let out = Command::new(repo().join("scripts/broker.sh"))
-            .arg("start")
-            .arg(dir)
-            .output()
-            .expect("run scripts/broker.sh");
-        assert_exited_ok(&out, "scripts/broker.sh start");
-        let text = String::from_utf8(out.stdout).expect("utf-8");
-        let addr = text
-            .lines()
-            .find_map(|l| l.strip_prefix("kafka="))
-            .unwrap_or_else(|| panic!("no kafka= in {text}"))
-            .to_string();
-        Broker {
-            dir: dir.to_path_buf(),
-            addr,
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/broker.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
-    }
-}
+use testkit::Broker;
 
 #[test]
 fn with_the_relay_on_every_confirmed_order_reaches_the_consumer_and_is_timed() {

@@ -15,75 +15,7 @@ use proto::v1::order_event::Change;
 
 use crate::support::*;
 
-/// A tansu broker with its files in a directory; stopped when dropped.
-pub struct Broker {
-    dir: PathBuf,
-    pub addr: String,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/broker.sh")
-}
-
-impl Broker {
-    pub fn start(dir: &Path) -> Broker {
-        Broker::start_on(dir, None)
-    }
-
-    pub fn start_on(dir: &Path, port: Option<&str>) -> Broker {
-        let mut command = Command::new(script());
-        command.arg("start").arg(dir);
-        if let Some(port) = port {
-            command.arg(port);
-        }
-        let out = command.output().expect("run scripts/broker.sh");
-        assert!(
-            out.status.success(),
-            "the broker did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let addr = text
-            .lines()
-            .find_map(|l| l.strip_prefix("kafka="))
-            .unwrap_or_else(|| panic!("no kafka= in {text:?}"))
-            .to_string();
-        Broker {
-            dir: dir.to_path_buf(),
-            addr,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        std::fs::read_to_string(self.dir.join("broker.pid"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    pub fn signal(&self, signal: rustix::process::Signal) {
-        let pid = rustix::process::Pid::from_raw(self.pid()).unwrap();
-        rustix::process::kill_process(pid, signal).expect("signal the broker");
-    }
-
-    /// SIGKILL, then a new broker on the same files and port.
-    pub fn kill_and_restart(&mut self) {
-        self.signal(rustix::process::Signal::KILL);
-        std::thread::sleep(Duration::from_millis(200));
-        let port = self.addr.rsplit(':').next().unwrap().to_string();
-        // Not `*self = ...`: dropping the old value would stop the new broker.
-        let restarted = Broker::start_on(&self.dir, Some(&port));
-        assert_eq!(restarted.addr, self.addr);
-        std::mem::forget(restarted);
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new(script()).arg("stop").arg(&self.dir).output();
-    }
-}
+pub use testkit::Broker;
 
 /// One message as a consumer sees it.
 #[derive(Debug)]
