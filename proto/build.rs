@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "boxoffice/v1/order_events.proto",
     "boxoffice/v1/payments.proto",
     "boxoffice/v1/check_in.proto",
+    "boxoffice/v1/wallet.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

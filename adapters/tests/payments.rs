@@ -17,6 +17,8 @@ use tonic::Request;
 use tonic::transport::Channel;
 
 const KEY: &str = "boxoffice-dev-key";
+const OPERATOR: &str = "wallet-operator-key";
+const READER: &str = "wallet-reader-key";
 
 /// The adapter process; killed when dropped.
 struct PaymentAdapter {
@@ -24,6 +26,8 @@ struct PaymentAdapter {
     data_dir: PathBuf,
     brokers: String,
     metrics: String,
+    /// The Wallet service's address.
+    grpc: String,
 }
 
 impl PaymentAdapter {
@@ -36,8 +40,17 @@ impl PaymentAdapter {
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
+            .env(
+                "BOXOFFICE_PAYMENTS_API_KEYS",
+                format!(
+                    "{}:wallet-operator,wallet-reader {}:wallet-reader",
+                    server::auth::hash_key(OPERATOR),
+                    server::auth::hash_key(READER)
+                ),
+            )
             .env("BOXOFFICE_PAYMENTS_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -51,12 +64,15 @@ impl PaymentAdapter {
             line.starts_with("boxoffice-payments running "),
             "the adapter did not start: {line:?}"
         );
-        let metrics = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("metrics="))
-            .unwrap()
-            .to_string();
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap()
+                .to_string()
+        };
+        let (metrics, grpc) = (field("metrics="), field("grpc="));
         PaymentAdapter {
+            grpc,
             child: Some(child),
             data_dir: data_dir.to_path_buf(),
             brokers: brokers.to_string(),
@@ -170,11 +186,16 @@ impl Shop {
 
     /// Holds 2 tickets for a new customer and confirms them with `reference`.
     async fn order(&mut self, n: usize, reference: &str) -> v1::Order {
+        self.order_for(&format!("buyer-{n}"), reference).await
+    }
+
+    /// Holds 2 tickets (2 x 4,200) for `customer` and confirms them with `reference`.
+    async fn order_for(&mut self, customer: &str, reference: &str) -> v1::Order {
         let hold = self
             .reservations
             .reserve(req(v1::ReserveRequest {
                 event_id: self.event.clone(),
-                customer_id: format!("buyer-{n}"),
+                customer_id: customer.to_string(),
                 items: vec![v1::ReserveItem {
                     tier_code: "GA".into(),
                     selection: Some(v1::reserve_item::Selection::Quantity(2)),
@@ -402,5 +423,261 @@ async fn every_confirmed_order_is_charged_once_and_paid_or_cancelled_across_an_a
     let refunds: Vec<&String> = ledger.iter().filter(|l| l.starts_with("refund ")).collect();
     assert_eq!(refunds.len(), 1, "{ledger:#?}");
     assert!(refunds[0].contains(&paid_order.order_id) && refunds[0].contains("amount_minor=8400"));
+    server.stop().await.unwrap();
+}
+
+fn keyed<T>(message: T, key: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    if !key.is_empty() {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    }
+    request
+}
+
+async fn wallet_at(adapter: &PaymentAdapter) -> proto::v1::wallet_client::WalletClient<Channel> {
+    proto::v1::wallet_client::WalletClient::new(
+        Channel::from_shared(format!("http://{}", adapter.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+}
+
+async fn balance_of(
+    wallet: &mut proto::v1::wallet_client::WalletClient<Channel>,
+    customer: &str,
+) -> u64 {
+    wallet
+        .get_balance(keyed(
+            v1::GetBalanceRequest {
+                customer_id: customer.into(),
+            },
+            READER,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .balance_minor
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_pays_orders_from_its_balance_declines_past_it_and_takes_refunds_back_once() {
+    use tonic::Code;
+    use tonic_types::StatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let mut config = config::Config::default();
+    config.storage.data_dir = dir.path().join("boxoffice");
+    config.api.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
+    config.kafka.brokers = broker.addr.clone();
+    let server = server::serve::start(&config).await.unwrap();
+    let mut shop = Shop::open(server.grpc_addr).await;
+    let mut adapter = PaymentAdapter::start(&dir.path().join("payments"), &broker.addr);
+    let mut wallet = wallet_at(&adapter).await;
+    let top_up = |amount_minor: u64, currency: &str, key: &str| v1::TopUpRequest {
+        customer_id: "wanda".into(),
+        amount_minor,
+        currency: currency.into(),
+        idempotency_key: key.into(),
+    };
+    for _ in 0..2 {
+        // The same key again: the first answer, nothing added.
+        let balance = wallet
+            .top_up(keyed(top_up(10_000, "EUR", "t-1"), OPERATOR))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (balance.balance_minor, balance.currency.as_str()),
+            (10_000, "EUR")
+        );
+    }
+
+    // Bad calls: each its code and reason; none changes the balance.
+    let history = |size: u32, token: &str| v1::ListHistoryRequest {
+        customer_id: "wanda".into(),
+        page_size: size,
+        page_token: token.into(),
+    };
+    let cases = [
+        (
+            "no key",
+            wallet.top_up(keyed(top_up(1, "EUR", "b1"), "")).await.err(),
+            Code::Unauthenticated,
+            "UNAUTHENTICATED",
+        ),
+        (
+            "unknown key",
+            wallet
+                .top_up(keyed(top_up(1, "EUR", "b2"), "nope"))
+                .await
+                .err(),
+            Code::Unauthenticated,
+            "UNAUTHENTICATED",
+        ),
+        (
+            "reader tops up",
+            wallet
+                .top_up(keyed(top_up(1, "EUR", "b3"), READER))
+                .await
+                .err(),
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+        ),
+        (
+            "zero amount",
+            wallet
+                .top_up(keyed(top_up(0, "EUR", "b4"), OPERATOR))
+                .await
+                .err(),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "bad currency",
+            wallet
+                .top_up(keyed(top_up(1, "euro", "b5"), OPERATOR))
+                .await
+                .err(),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "another currency",
+            wallet
+                .top_up(keyed(top_up(1, "USD", "b6"), OPERATOR))
+                .await
+                .err(),
+            Code::FailedPrecondition,
+            "WALLET_CURRENCY",
+        ),
+        (
+            "no idempotency key",
+            wallet
+                .top_up(keyed(top_up(1, "EUR", ""), OPERATOR))
+                .await
+                .err(),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "unknown customer",
+            wallet
+                .get_balance(keyed(
+                    v1::GetBalanceRequest {
+                        customer_id: "nobody".into(),
+                    },
+                    READER,
+                ))
+                .await
+                .err(),
+            Code::NotFound,
+            "WALLET_NOT_FOUND",
+        ),
+        (
+            "page too big",
+            wallet
+                .list_history(keyed(history(5_000, ""), READER))
+                .await
+                .err(),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "bad page token",
+            wallet
+                .list_history(keyed(history(0, "x"), READER))
+                .await
+                .err(),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+    ];
+    for (name, status, code, why) in cases {
+        let status = status.unwrap_or_else(|| panic!("{name} was accepted"));
+        let reason = status
+            .get_details_error_info()
+            .map(|i| i.reason)
+            .unwrap_or_default();
+        assert_eq!(
+            (status.code(), reason.as_str()),
+            (code, why),
+            "{name}: {status:?}"
+        );
+    }
+    assert_eq!(balance_of(&mut wallet, "wanda").await, 10_000);
+
+    // 8,400 paid from 10,000; the next 8,400 does not fit and is declined.
+    let first = shop.order_for("wanda", "wallet:app").await;
+    let paid = shop
+        .settled(std::slice::from_ref(&first), Duration::from_secs(60))
+        .await;
+    assert_eq!(paid[0].status, v1::OrderStatus::Paid as i32);
+    assert_eq!(paid[0].payment.as_ref().unwrap().provider, "wallet");
+    assert_eq!(balance_of(&mut wallet, "wanda").await, 1_600);
+    let second = shop.order_for("wanda", "wallet:app").await;
+    let declined = shop
+        .settled(std::slice::from_ref(&second), Duration::from_secs(60))
+        .await;
+    assert_eq!(declined[0].status, v1::OrderStatus::Cancelled as i32);
+    assert_eq!(declined[0].cancel_reason, "insufficient funds");
+    assert_eq!(balance_of(&mut wallet, "wanda").await, 1_600);
+
+    // A refund credits the balance once, also across an adapter kill and restart.
+    shop.admin
+        .refund_order(req(v1::RefundOrderRequest {
+            event_id: first.event_id.clone(),
+            order_id: first.order_id.clone(),
+            reason: "changed plans".into(),
+            idempotency_key: String::new(),
+        }))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while balance_of(&mut wallet, "wanda").await != 10_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the refund never reached the wallet"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    adapter.kill();
+    adapter.restart();
+    let mut wallet = wallet_at(&adapter).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&adapter, "boxoffice_payments_consumer_lag_messages").await != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted adapter never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(balance_of(&mut wallet, "wanda").await, 10_000);
+    let page = wallet
+        .list_history(keyed(history(2, ""), READER))
+        .await
+        .unwrap()
+        .into_inner();
+    let kinds: Vec<i32> = page.entries.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            v1::wallet_entry::Kind::Credit as i32,
+            v1::wallet_entry::Kind::Debit as i32
+        ]
+    );
+    assert_eq!(page.entries[1].order_id, first.order_id);
+    let rest = wallet
+        .list_history(keyed(history(10, &page.next_page_token), READER))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.entries.len(), 1, "the top-up, once");
+    assert_eq!(rest.entries[0].kind, v1::wallet_entry::Kind::TopUp as i32);
+    adapter.stop();
     server.stop().await.unwrap();
 }

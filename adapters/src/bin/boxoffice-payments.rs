@@ -94,6 +94,22 @@ struct RunArgs {
     #[arg(long, env = "BOXOFFICE_PAYMENTS_BREAKER_COOL_DOWN_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     breaker_cool_down_ms: u64,
+    /// Where the Wallet gRPC service (boxoffice.v1.Wallet) listens.
+    #[arg(
+        long,
+        env = "BOXOFFICE_PAYMENTS_LISTEN",
+        default_value = "127.0.0.1:50061"
+    )]
+    listen: SocketAddr,
+    /// An API key of the Wallet service, `<sha256 hex>:<role>[,<role>]` with roles
+    /// wallet-operator (top-ups) and wallet-reader (balances, history); repeatable. The SHA-256
+    /// of a key is what `boxoffice hash-key <KEY>` prints. None: the service refuses every call.
+    #[arg(
+        long = "api-key",
+        env = "BOXOFFICE_PAYMENTS_API_KEYS",
+        value_delimiter = ' '
+    )]
+    api_keys: Vec<adapters::payments::wallet_api::ApiKey>,
     /// Prometheus metrics at http://ADDR/metrics.
     #[arg(
         long,
@@ -187,6 +203,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         breaker_threshold: args.breaker_threshold,
         breaker_cool_down: Duration::from_millis(args.breaker_cool_down_ms),
         properties: args.properties.into_iter().collect::<BTreeMap<_, _>>(),
+        listen: args.listen,
+        api_keys: args.api_keys,
     };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -199,9 +217,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let data_dir = settings.data_dir.clone();
-    adapters::payments::run(settings, stop, move || {
+    adapters::payments::run(settings, stop, move |grpc| {
         println!(
-            "boxoffice-payments running metrics=http://{metrics}/metrics data_dir={}",
+            "boxoffice-payments running grpc={grpc} metrics=http://{metrics}/metrics data_dir={}",
             data_dir.display()
         );
     })

@@ -55,6 +55,15 @@ struct Trees {
     refunds: sled::Tree,
     /// The test provider's own record of the payments it took and gave back.
     provider: sled::Tree,
+    /// The wallet provider's balances, entries and operations done (`super::wallet`).
+    wallet: WalletTrees,
+}
+
+/// The wallet's trees, used under the ledger's lock so that each operation is atomic.
+pub struct WalletTrees {
+    pub accounts: sled::Tree,
+    pub history: sled::Tree,
+    pub ops: sled::Tree,
 }
 
 impl Ledger {
@@ -70,12 +79,23 @@ impl Ledger {
             charges: db.open_tree("charges")?,
             refunds: db.open_tree("refunds")?,
             provider: db.open_tree("test_provider")?,
+            wallet: WalletTrees {
+                accounts: db.open_tree("wallet_accounts")?,
+                history: db.open_tree("wallet_history")?,
+                ops: db.open_tree("wallet_ops")?,
+            },
             db,
         })))
     }
 
     fn trees(&self) -> std::sync::MutexGuard<'_, Trees> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the wallet's trees with the ledger locked: no other ledger operation runs in
+    /// between, so a read-check-write in `f` is atomic.
+    pub fn with_wallet<R>(&self, f: impl FnOnce(&WalletTrees) -> R) -> R {
+        f(&self.trees().wallet)
     }
 
     /// A value the test provider stored under `key`.

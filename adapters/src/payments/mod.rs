@@ -9,7 +9,8 @@
 //! 2. every new result is written to the ledger and the ledger flushed (fsync), once;
 //! 3. the results not yet published are published (idempotent producer, `acks=all`) and the
 //!    acknowledgements awaited;
-//! 4. only then are the batch's offsets committed.
+//! 4. they are marked published in the ledger (flushed again), and only then are the batch's
+//!    offsets committed.
 //!
 //! A crash anywhere repeats at most steps 1 to 4 for the batch: the provider finds the payment
 //! under its key and answers as before, so the order is never charged twice, and the engine
@@ -22,6 +23,8 @@
 pub mod breaker;
 pub mod ledger;
 pub mod provider;
+pub mod wallet;
+pub mod wallet_api;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,6 +45,7 @@ use tokio::sync::{Semaphore, watch};
 use self::breaker::{Breaker, backoff};
 use self::ledger::{Charge, Ledger, Refund};
 use self::provider::{ChargeRequest, Outcome, Provider, TestProvider};
+use self::wallet::Wallet;
 
 /// Everything the adapter is told at start.
 #[derive(Clone, Debug)]
@@ -62,6 +66,9 @@ pub struct Settings {
     pub breaker_cool_down: Duration,
     /// librdkafka properties for every client (TLS, SASL, ...).
     pub properties: BTreeMap<String, String>,
+    /// Where the Wallet gRPC service listens, and the keys it takes.
+    pub listen: std::net::SocketAddr,
+    pub api_keys: Vec<wallet_api::ApiKey>,
 }
 
 struct Adapter {
@@ -83,22 +90,28 @@ enum Done {
     Stopping,
 }
 
-/// Runs the adapter until `stop` turns true. `ready` is called once it is subscribed.
+/// Runs the adapter until `stop` turns true. `ready` is called once it is subscribed, with the
+/// Wallet service's address.
 pub async fn run(
     settings: Settings,
     stop: watch::Receiver<bool>,
-    ready: impl FnOnce(),
+    ready: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let ledger = Arc::new(Ledger::open(&settings.data_dir.join("ledger"))?);
-    let providers = vec![Provider::Test(TestProvider::new(ledger.clone()))];
+    let wallet = Wallet::new(ledger.clone());
+    let providers = vec![
+        Provider::Test(TestProvider::new(ledger.clone())),
+        Provider::Wallet(wallet.clone()),
+    ];
     anyhow::ensure!(
         providers
             .iter()
             .any(|p| p.name() == settings.default_provider),
-        "default provider `{}` is not one of: test",
+        "default provider `{}` is not one of: test, wallet",
         settings.default_provider
     );
+    let grpc = wallet_api::serve(settings.listen, wallet, settings.api_keys.clone()).await?;
     let breakers = providers
         .iter()
         .map(|p| {
@@ -140,7 +153,7 @@ pub async fn run(
         producer,
     };
     tokio::spawn(lag(consumer_lag_source(&adapter.settings)?, stop.clone()));
-    ready();
+    ready(grpc);
     let consumed = adapter.consume(&consumer, stop).await;
     // The marks of what was published since the last batch's flush; lost, they would only make a
     // restart publish those results again.
@@ -190,6 +203,11 @@ impl Adapter {
                 charge.published = true;
                 self.ledger.put_charge(order_id, &charge)?;
                 counter!("boxoffice_payments_results_published_total").increment(1);
+            }
+            // The marks durable before the commit: a result whose offset is committed is known
+            // to be published, and one not committed is read and published again.
+            if !fresh.is_empty() {
+                tokio::task::block_in_place(|| self.ledger.flush())?;
             }
             if let Err(e) = kafka::commit_batch(consumer, &batch) {
                 tracing::warn!(error = %e, "order-event offsets not committed; the batch will be read again and change nothing");
@@ -274,6 +292,7 @@ impl Adapter {
         let breaker = &self.breakers[provider.name()];
         let request = ChargeRequest {
             key: order.order_id.clone(),
+            customer: order.customer_id.clone(),
             reference: order.payment_reference.clone(),
             amount_minor: order.total_minor,
             currency: order.currency.clone(),

@@ -3,6 +3,8 @@
 //! call carries an idempotency key (the order id for a charge), so a call repeated after a crash
 //! finds the payment already made instead of making a second one.
 //!
+//! `wallet` debits the customer's prepaid balance (`super::wallet`; a `wallet:` reference).
+//!
 //! `test` gives outcomes decided by the reference, for storefront integration tests:
 //! - `test:approve` (or `test:` anything not below): approved for the order's total;
 //! - `test:decline`: declined, "card declined";
@@ -19,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::ledger::{Ledger, LedgerError};
+use super::wallet::Wallet;
 
 /// What a charge came to.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,6 +50,8 @@ pub enum ProviderError {
 pub struct ChargeRequest {
     /// The idempotency key: the order id.
     pub key: String,
+    /// The order's customer id.
+    pub customer: String,
     pub reference: String,
     pub amount_minor: u64,
     pub currency: String,
@@ -56,18 +61,26 @@ pub struct ChargeRequest {
 #[derive(Clone)]
 pub enum Provider {
     Test(TestProvider),
+    Wallet(Wallet),
 }
 
 impl Provider {
     pub fn name(&self) -> &'static str {
         match self {
             Provider::Test(_) => "test",
+            Provider::Wallet(_) => "wallet",
         }
     }
 
     pub async fn charge(&self, request: &ChargeRequest) -> Result<Outcome, ProviderError> {
         match self {
             Provider::Test(p) => p.charge(request).await,
+            Provider::Wallet(w) => Ok(w.debit(
+                &request.key,
+                &request.customer,
+                request.amount_minor,
+                &request.currency,
+            )?),
         }
     }
 
@@ -80,6 +93,7 @@ impl Provider {
     ) -> Result<(), ProviderError> {
         match self {
             Provider::Test(p) => p.refund(key, provider_ref, amount_minor),
+            Provider::Wallet(w) => Ok(w.credit(key, provider_ref, amount_minor)?),
         }
     }
 }
