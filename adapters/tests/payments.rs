@@ -28,10 +28,17 @@ struct PaymentAdapter {
     metrics: String,
     /// The Wallet service's address.
     grpc: String,
+    /// The webhook endpoint's URL, or "off".
+    webhooks: String,
+    extra: Vec<String>,
 }
 
 impl PaymentAdapter {
     fn start(data_dir: &Path, brokers: &str) -> PaymentAdapter {
+        PaymentAdapter::start_with(data_dir, brokers, &[])
+    }
+
+    fn start_with(data_dir: &Path, brokers: &str, extra: &[String]) -> PaymentAdapter {
         let mut child = Command::new(env!("CARGO_BIN_EXE_boxoffice-payments"))
             .args([
                 "run",
@@ -51,6 +58,7 @@ impl PaymentAdapter {
                     server::auth::hash_key(READER)
                 ),
             )
+            .args(extra)
             .env("BOXOFFICE_PAYMENTS_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -70,9 +78,11 @@ impl PaymentAdapter {
                 .unwrap()
                 .to_string()
         };
-        let (metrics, grpc) = (field("metrics="), field("grpc="));
+        let (metrics, grpc, webhooks) = (field("metrics="), field("grpc="), field("webhooks="));
         PaymentAdapter {
             grpc,
+            webhooks,
+            extra: extra.to_vec(),
             child: Some(child),
             data_dir: data_dir.to_path_buf(),
             brokers: brokers.to_string(),
@@ -87,7 +97,11 @@ impl PaymentAdapter {
     }
 
     fn restart(&mut self) {
-        *self = PaymentAdapter::start(&self.data_dir.clone(), &self.brokers.clone());
+        *self = PaymentAdapter::start_with(
+            &self.data_dir.clone(),
+            &self.brokers.clone(),
+            &self.extra.clone(),
+        );
     }
 
     /// SIGTERM; it must exit 0.
@@ -679,5 +693,258 @@ async fn a_wallet_pays_orders_from_its_balance_declines_past_it_and_takes_refund
     assert_eq!(rest.entries.len(), 1, "the top-up, once");
     assert_eq!(rest.entries[0].kind, v1::wallet_entry::Kind::TopUp as i32);
     adapter.stop();
+    server.stop().await.unwrap();
+}
+
+/// A payment provider of the redirect-and-callback kind, on loopback in this test: payments are
+/// made pending, found again under their idempotency key, settled when the test says so.
+#[derive(Clone, Default)]
+struct FakeProvider {
+    state: std::sync::Arc<std::sync::Mutex<FakeState>>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    /// By payment id: the payment object.
+    payments: HashMap<String, serde_json::Value>,
+    /// Idempotency key -> payment id, and how many creations each key asked for.
+    keys: HashMap<String, String>,
+    creations: HashMap<String, u32>,
+    refunds: HashMap<String, u32>,
+}
+
+impl FakeProvider {
+    async fn serve(&self) -> String {
+        use axum::Json;
+        use axum::extract::{Path as UrlPath, State};
+        use axum::http::HeaderMap;
+        async fn create(
+            State(p): State<FakeProvider>,
+            headers: HeaderMap,
+            Json(body): Json<serde_json::Value>,
+        ) -> Json<serde_json::Value> {
+            let key = headers["idempotency-key"].to_str().unwrap().to_string();
+            let mut s = p.state.lock().unwrap();
+            *s.creations.entry(key.clone()).or_default() += 1;
+            if let Some(id) = s.keys.get(&key) {
+                return Json(s.payments[id].clone());
+            }
+            let id = format!("pay_{}", s.keys.len() + 1);
+            let payment = serde_json::json!({
+                "id": id, "status": "pending",
+                "amount_minor": body["amount_minor"], "currency": body["currency"],
+                "order_id": body["order_id"],
+            });
+            s.keys.insert(key, id.clone());
+            s.payments.insert(id, payment.clone());
+            Json(payment)
+        }
+        async fn get(
+            State(p): State<FakeProvider>,
+            UrlPath(id): UrlPath<String>,
+        ) -> Json<serde_json::Value> {
+            Json(p.state.lock().unwrap().payments[&id].clone())
+        }
+        async fn refund(
+            State(p): State<FakeProvider>,
+            headers: HeaderMap,
+        ) -> Json<serde_json::Value> {
+            let key = headers["idempotency-key"].to_str().unwrap().to_string();
+            *p.state.lock().unwrap().refunds.entry(key).or_default() += 1;
+            Json(serde_json::json!({"status": "succeeded"}))
+        }
+        let app = axum::Router::new()
+            .route("/v1/payments", axum::routing::post(create))
+            .route("/v1/payments/{id}", axum::routing::get(get))
+            .route("/v1/refunds", axum::routing::post(refund))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    /// The payment made for `order`, once it exists.
+    async fn payment_of(&self, order: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = {
+                let state = self.state.lock().unwrap();
+                state.keys.get(order).map(|id| state.payments[id].clone())
+            };
+            if let Some(payment) = found {
+                return payment;
+            }
+            assert!(Instant::now() < deadline, "no payment was made for {order}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn settle(&self, id: &str) -> serde_json::Value {
+        let mut s = self.state.lock().unwrap();
+        let payment = s.payments.get_mut(id).unwrap();
+        payment["status"] = "succeeded".into();
+        payment.clone()
+    }
+}
+
+/// Posts `body` to the adapter's webhook endpoint with `signature` (if any); the status code.
+async fn post_webhook(url: &str, body: &str, signature: Option<&str>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let header = signature.map_or(String::new(), |s| format!("Stripe-Signature: {s}\r\n"));
+    let request = format!(
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{header}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_verified_applied_once_and_a_lost_one_is_reconciled() {
+    use adapters::payments::webhook::sign;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let mut config = config::Config::default();
+    config.storage.data_dir = dir.path().join("boxoffice");
+    config.api.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
+    config.kafka.brokers = broker.addr.clone();
+    let server = server::serve::start(&config).await.unwrap();
+    let mut shop = Shop::open(server.grpc_addr).await;
+    let provider = FakeProvider::default();
+    let api = provider.serve().await;
+    let extra: Vec<String> = [
+        "--webhook-api",
+        &api,
+        "--webhook-api-key",
+        "sk_test",
+        "--webhook-secret",
+        "whsec_old",
+        "--webhook-secret",
+        "whsec_new",
+        "--webhook-listen",
+        "127.0.0.1:0",
+        "--reconcile-after-ms",
+        "1500",
+        "--reconcile-every-ms",
+        "300",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let adapter = PaymentAdapter::start_with(&dir.path().join("payments"), &broker.addr, &extra);
+    let url = adapter.webhooks.clone();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+
+    let order = shop.order_for("wes", "webhook:card").await;
+    let payment = provider.payment_of(&order.order_id).await;
+    let id = payment["id"].as_str().unwrap().to_string();
+    let settled = provider.settle(&id);
+    let body = serde_json::json!({"type": "payment.updated", "data": settled}).to_string();
+    // Each refused with 401, and the order stays pending.
+    let tampered = body.replace("succeeded", "failed");
+    for (name, body, signature) in [
+        (
+            "wrong secret",
+            body.clone(),
+            Some(sign("whsec_other", now(), body.as_bytes())),
+        ),
+        (
+            "tampered body",
+            tampered,
+            Some(sign("whsec_new", now(), body.as_bytes())),
+        ),
+        (
+            "stale timestamp",
+            body.clone(),
+            Some(sign("whsec_new", now() - 3_600, body.as_bytes())),
+        ),
+        ("missing header", body.clone(), None),
+    ] {
+        assert_eq!(
+            post_webhook(&url, &body, signature.as_deref()).await,
+            401,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        shop.get(&order).await.status,
+        v1::OrderStatus::PendingPayment as i32
+    );
+    // The valid webhook, five times (signed with the old secret, as during a rotation): paid once.
+    for _ in 0..5 {
+        let signature = sign("whsec_old", now(), body.as_bytes());
+        assert_eq!(post_webhook(&url, &body, Some(&signature)).await, 200);
+    }
+    let paid = shop
+        .settled(std::slice::from_ref(&order), Duration::from_secs(30))
+        .await;
+    assert_eq!(paid[0].status, v1::OrderStatus::Paid as i32);
+    let payment_seen = paid[0].payment.clone().unwrap();
+    assert_eq!(
+        (
+            payment_seen.provider.as_str(),
+            payment_seen.provider_reference.as_str()
+        ),
+        ("webhook", id.as_str())
+    );
+    let text = reqwest_free_get(&adapter.metrics).await;
+    for line in [
+        "boxoffice_payments_webhooks_total{outcome=\"bad_signature\"} 4",
+        "boxoffice_payments_webhooks_total{outcome=\"applied\"} 1",
+        "boxoffice_payments_webhooks_total{outcome=\"repeat\"} 4",
+    ] {
+        assert!(text.contains(line), "no {line} in {text}");
+    }
+
+    // No webhook at all for the second: reconciliation looks it up once it is 1.5 s pending.
+    let second = shop.order_for("vic", "webhook:card").await;
+    let payment = provider.payment_of(&second.order_id).await;
+    provider.settle(payment["id"].as_str().unwrap());
+    let paid = shop
+        .settled(std::slice::from_ref(&second), Duration::from_secs(30))
+        .await;
+    assert_eq!(paid[0].status, v1::OrderStatus::Paid as i32);
+
+    // Each payment was created once at the provider; a refund goes to it once.
+    shop.admin
+        .refund_order(req(v1::RefundOrderRequest {
+            event_id: order.event_id.clone(),
+            order_id: order.order_id.clone(),
+            reason: "changed plans".into(),
+            idempotency_key: String::new(),
+        }))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while provider.state.lock().unwrap().refunds.len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the refund never reached the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    {
+        let state = provider.state.lock().unwrap();
+        assert_eq!(state.creations.get(&order.order_id), Some(&1));
+        assert_eq!(state.creations.get(&second.order_id), Some(&1));
+        assert!(state.refunds.values().all(|n| *n == 1));
+    }
+    drop(adapter);
     server.stop().await.unwrap();
 }

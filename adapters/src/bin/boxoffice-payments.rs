@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use adapters::payments::{Settings, ledger::Ledger};
+use adapters::payments::{Settings, WebhookSettings, ledger::Ledger};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -110,6 +110,39 @@ struct RunArgs {
         value_delimiter = ' '
     )]
     api_keys: Vec<adapters::payments::wallet_api::ApiKey>,
+    /// The webhook provider's API base URL (e.g. https://api.provider.example); unset: the
+    /// `webhook` provider is off.
+    #[arg(long, env = "BOXOFFICE_PAYMENTS_WEBHOOK_API")]
+    webhook_api: Option<String>,
+    /// The API key sent to the webhook provider (`Authorization: Bearer`).
+    #[arg(long, env = "BOXOFFICE_PAYMENTS_WEBHOOK_API_KEY", default_value = "")]
+    webhook_api_key: String,
+    /// A secret that signs the provider's webhooks; repeatable (several during a rotation).
+    #[arg(
+        long = "webhook-secret",
+        env = "BOXOFFICE_PAYMENTS_WEBHOOK_SECRETS",
+        value_delimiter = ' '
+    )]
+    webhook_secrets: Vec<String>,
+    /// How far a webhook signature's time may lie from now, s (1 ..= 3600).
+    #[arg(long, env = "BOXOFFICE_PAYMENTS_WEBHOOK_TOLERANCE_S", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    webhook_tolerance_s: u64,
+    /// Where the provider sends webhooks: POST http://ADDR/webhooks/payments.
+    #[arg(
+        long,
+        env = "BOXOFFICE_PAYMENTS_WEBHOOK_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    webhook_listen: SocketAddr,
+    /// A payment pending this long with no webhook is looked up at the provider, ms.
+    #[arg(long, env = "BOXOFFICE_PAYMENTS_RECONCILE_AFTER_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
+    reconcile_after_ms: u64,
+    /// How often pending payments are looked at, ms.
+    #[arg(long, env = "BOXOFFICE_PAYMENTS_RECONCILE_EVERY_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    reconcile_every_ms: u64,
     /// Prometheus metrics at http://ADDR/metrics.
     #[arg(
         long,
@@ -205,7 +238,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         properties: args.properties.into_iter().collect::<BTreeMap<_, _>>(),
         listen: args.listen,
         api_keys: args.api_keys,
+        webhook: WebhookSettings {
+            api: args.webhook_api,
+            api_key: args.webhook_api_key,
+            secrets: args.webhook_secrets,
+            tolerance: Duration::from_secs(args.webhook_tolerance_s),
+            listen: args.webhook_listen,
+            reconcile_after: Duration::from_millis(args.reconcile_after_ms),
+            reconcile_every: Duration::from_millis(args.reconcile_every_ms),
+        },
     };
+    anyhow::ensure!(
+        settings.webhook.api.is_none() || !settings.webhook.secrets.is_empty(),
+        "--webhook-api needs at least one --webhook-secret"
+    );
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -217,9 +263,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let data_dir = settings.data_dir.clone();
-    adapters::payments::run(settings, stop, move |grpc| {
+    adapters::payments::run(settings, stop, move |grpc, webhooks| {
+        let webhooks = webhooks.map_or("off".to_string(), |w| format!("http://{w}/webhooks/payments"));
         println!(
-            "boxoffice-payments running grpc={grpc} metrics=http://{metrics}/metrics data_dir={}",
+            "boxoffice-payments running grpc={grpc} webhooks={webhooks} metrics=http://{metrics}/metrics data_dir={}",
             data_dir.display()
         );
     })

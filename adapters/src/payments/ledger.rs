@@ -36,6 +36,15 @@ pub struct Charge {
     pub published: bool,
 }
 
+/// A payment created at a provider whose outcome has not come yet (the webhook provider).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub order_id: String,
+    pub event_id: String,
+    pub provider_ref: String,
+    pub since_ms: u64,
+}
+
 /// A refund made at a provider.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {
@@ -57,6 +66,8 @@ struct Trees {
     provider: sled::Tree,
     /// The wallet provider's balances, entries and operations done (`super::wallet`).
     wallet: WalletTrees,
+    /// Payments pending at the webhook provider, by provider reference.
+    pending: sled::Tree,
 }
 
 /// The wallet's trees, used under the ledger's lock so that each operation is atomic.
@@ -79,6 +90,7 @@ impl Ledger {
             charges: db.open_tree("charges")?,
             refunds: db.open_tree("refunds")?,
             provider: db.open_tree("test_provider")?,
+            pending: db.open_tree("pending")?,
             wallet: WalletTrees {
                 accounts: db.open_tree("wallet_accounts")?,
                 history: db.open_tree("wallet_history")?,
@@ -96,6 +108,40 @@ impl Ledger {
     /// between, so a read-check-write in `f` is atomic.
     pub fn with_wallet<R>(&self, f: impl FnOnce(&WalletTrees) -> R) -> R {
         f(&self.trees().wallet)
+    }
+
+    pub fn put_pending(&self, pending: &Pending) -> Result<(), LedgerError> {
+        let bytes = postcard::to_allocvec(pending).expect("a pending payment encodes");
+        self.trees()
+            .pending
+            .insert(pending.provider_ref.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    pub fn pending(&self, provider_ref: &str) -> Result<Option<Pending>, LedgerError> {
+        match self.trees().pending.get(provider_ref.as_bytes())? {
+            None => Ok(None),
+            Some(v) => postcard::from_bytes(&v)
+                .map(Some)
+                .map_err(|e| LedgerError(format!("pending {provider_ref}: {e}"))),
+        }
+    }
+
+    pub fn remove_pending(&self, provider_ref: &str) -> Result<(), LedgerError> {
+        self.trees().pending.remove(provider_ref.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every pending payment.
+    pub fn pendings(&self) -> Result<Vec<Pending>, LedgerError> {
+        self.trees()
+            .pending
+            .iter()
+            .map(|kv| {
+                let (_, v) = kv?;
+                postcard::from_bytes(&v).map_err(|e| LedgerError(format!("pending: {e}")))
+            })
+            .collect()
     }
 
     /// A value the test provider stored under `key`.

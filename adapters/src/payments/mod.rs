@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod provider;
 pub mod wallet;
 pub mod wallet_api;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,6 +47,7 @@ use self::breaker::{Breaker, backoff};
 use self::ledger::{Charge, Ledger, Refund};
 use self::provider::{ChargeRequest, Outcome, Provider, TestProvider};
 use self::wallet::Wallet;
+use self::webhook::WebhookProvider;
 
 /// Everything the adapter is told at start.
 #[derive(Clone, Debug)]
@@ -69,6 +71,25 @@ pub struct Settings {
     /// Where the Wallet gRPC service listens, and the keys it takes.
     pub listen: std::net::SocketAddr,
     pub api_keys: Vec<wallet_api::ApiKey>,
+    pub webhook: WebhookSettings,
+}
+
+/// The webhook provider's settings; off unless `api` is set.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// The provider's API base URL.
+    pub api: Option<String>,
+    pub api_key: String,
+    /// Secrets that sign webhooks; several during a rotation.
+    pub secrets: Vec<String>,
+    /// How far a signature's time may lie from now.
+    pub tolerance: Duration,
+    /// Where the provider sends webhooks (`POST /webhooks/payments`).
+    pub listen: std::net::SocketAddr,
+    /// A payment pending longer than this with no webhook is looked up at the provider; checked
+    /// every `reconcile_every`.
+    pub reconcile_after: Duration,
+    pub reconcile_every: Duration,
 }
 
 struct Adapter {
@@ -91,24 +112,30 @@ enum Done {
 }
 
 /// Runs the adapter until `stop` turns true. `ready` is called once it is subscribed, with the
-/// Wallet service's address.
+/// Wallet service's address and the webhook endpoint's, if on.
 pub async fn run(
     settings: Settings,
     stop: watch::Receiver<bool>,
-    ready: impl FnOnce(std::net::SocketAddr),
+    ready: impl FnOnce(std::net::SocketAddr, Option<std::net::SocketAddr>),
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let ledger = Arc::new(Ledger::open(&settings.data_dir.join("ledger"))?);
     let wallet = Wallet::new(ledger.clone());
-    let providers = vec![
+    let mut providers = vec![
         Provider::Test(TestProvider::new(ledger.clone())),
         Provider::Wallet(wallet.clone()),
     ];
+    if let Some(api) = &settings.webhook.api {
+        providers.push(Provider::Webhook(WebhookProvider::new(
+            api,
+            &settings.webhook.api_key,
+        )?));
+    }
     anyhow::ensure!(
         providers
             .iter()
             .any(|p| p.name() == settings.default_provider),
-        "default provider `{}` is not one of: test, wallet",
+        "default provider `{}` is not one of: test, wallet, webhook (with --webhook-api)",
         settings.default_provider
     );
     let grpc = wallet_api::serve(settings.listen, wallet, settings.api_keys.clone()).await?;
@@ -144,16 +171,21 @@ pub async fn run(
     consumer
         .subscribe(&[&settings.orders_topic])
         .context("subscribe to the order events")?;
-    let adapter = Adapter {
+    let adapter = Arc::new(Adapter {
         charging: Semaphore::new(settings.max_in_flight.max(1)),
         settings,
         ledger,
         providers,
         breakers,
         producer,
-    };
+    });
     tokio::spawn(lag(consumer_lag_source(&adapter.settings)?, stop.clone()));
-    ready(grpc);
+    let mut webhooks = None;
+    if adapter.settings.webhook.api.is_some() {
+        webhooks = Some(webhook_endpoint(adapter.clone()).await?);
+        tokio::spawn(reconcile(adapter.clone(), stop.clone()));
+    }
+    ready(grpc, webhooks);
     let consumed = adapter.consume(&consumer, stop).await;
     // The marks of what was published since the last batch's flush; lost, they would only make a
     // restart publish those results again.
@@ -293,6 +325,7 @@ impl Adapter {
         let request = ChargeRequest {
             key: order.order_id.clone(),
             customer: order.customer_id.clone(),
+            event_id: order.event_id.clone(),
             reference: order.payment_reference.clone(),
             amount_minor: order.total_minor,
             currency: order.currency.clone(),
@@ -337,39 +370,60 @@ impl Adapter {
             }
         };
         gauge!("boxoffice_payments_breaker_open", "provider" => provider.name()).set(0.0);
-        let (label, outcome) = match outcome {
-            Outcome::Approved {
-                provider_ref,
-                amount_minor,
-                currency,
-            } => (
-                "approved",
-                v1::payment_result::Outcome::Approved(v1::PaymentApproved {
-                    provider_reference: provider_ref,
-                    amount_minor,
-                    currency,
-                }),
-            ),
-            Outcome::Declined { reason } => (
-                "declined",
-                v1::payment_result::Outcome::Declined(v1::PaymentDeclined { reason }),
-            ),
-        };
-        counter!("boxoffice_payments_charges_total", "provider" => provider.name(), "outcome" => label).increment(1);
-        let result = v1::PaymentResult {
-            event_id: order.event_id.clone(),
-            order_id: order.order_id.clone(),
-            provider: provider.name().to_string(),
-            outcome: Some(outcome),
-        };
+        if let Outcome::Pending { provider_ref } = &outcome {
+            // The outcome comes by webhook or reconciliation; flushed with the batch before its
+            // offsets are committed.
+            self.ledger.put_pending(&ledger::Pending {
+                order_id: order.order_id.clone(),
+                event_id: order.event_id.clone(),
+                provider_ref: provider_ref.clone(),
+                since_ms: unix_ms(),
+            })?;
+            counter!("boxoffice_payments_charges_total", "provider" => provider.name(), "outcome" => "pending").increment(1);
+            return Ok(Done::Nothing);
+        }
+        let charge = result_charge(provider.name(), &order.event_id, &order.order_id, outcome)
+            .expect("not pending");
         Ok(Done::Publish {
             order_id: order.order_id,
-            charge: Charge {
-                event_id: order.event_id,
-                result: result.encode_to_vec(),
-                published: false,
-            },
+            charge,
         })
+    }
+
+    /// Applies a payment the webhook provider settled (by webhook or lookup): recorded, flushed,
+    /// published, marked. What it did, for the metrics.
+    async fn settle_pending(
+        &self,
+        payment: &webhook::ProviderPayment,
+    ) -> anyhow::Result<&'static str> {
+        let Some(pending) = self.ledger.pending(&payment.id)? else {
+            return Ok(if self.ledger.charge(&payment.order_id)?.is_some() {
+                "repeat"
+            } else {
+                "unknown"
+            });
+        };
+        let Some(outcome) = payment.outcome() else {
+            return Ok("still_pending");
+        };
+        let charge = result_charge("webhook", &pending.event_id, &pending.order_id, outcome)
+            .expect("settled");
+        self.ledger.put_charge(&pending.order_id, &charge)?;
+        self.ledger.remove_pending(&payment.id)?;
+        tokio::task::block_in_place(|| self.ledger.flush())?;
+        let record = FutureRecord::to(&self.settings.payments_topic)
+            .key(&charge.event_id)
+            .payload(&charge.result);
+        self.producer
+            .send(record, Duration::from_secs(60))
+            .await
+            .map_err(|(e, _)| e)?;
+        let mut published = charge;
+        published.published = true;
+        self.ledger.put_charge(&pending.order_id, &published)?;
+        tokio::task::block_in_place(|| self.ledger.flush())?;
+        counter!("boxoffice_payments_results_published_total").increment(1);
+        Ok("applied")
     }
 
     async fn refund(
@@ -411,6 +465,46 @@ impl Adapter {
         counter!("boxoffice_payments_refunds_total", "provider" => provider.name()).increment(1);
         Ok(Done::Nothing)
     }
+}
+
+/// The charge to record for an outcome; `None` while it is pending.
+fn result_charge(
+    provider: &str,
+    event_id: &str,
+    order_id: &str,
+    outcome: Outcome,
+) -> Option<Charge> {
+    let (label, outcome) = match outcome {
+        Outcome::Approved {
+            provider_ref,
+            amount_minor,
+            currency,
+        } => (
+            "approved",
+            v1::payment_result::Outcome::Approved(v1::PaymentApproved {
+                provider_reference: provider_ref,
+                amount_minor,
+                currency,
+            }),
+        ),
+        Outcome::Declined { reason } => (
+            "declined",
+            v1::payment_result::Outcome::Declined(v1::PaymentDeclined { reason }),
+        ),
+        Outcome::Pending { .. } => return None,
+    };
+    counter!("boxoffice_payments_charges_total", "provider" => provider.to_string(), "outcome" => label).increment(1);
+    let result = v1::PaymentResult {
+        event_id: event_id.to_string(),
+        order_id: order_id.to_string(),
+        provider: provider.to_string(),
+        outcome: Some(outcome),
+    };
+    Some(Charge {
+        event_id: event_id.to_string(),
+        result: result.encode_to_vec(),
+        published: false,
+    })
 }
 
 fn unix_ms() -> u64 {
@@ -463,6 +557,109 @@ async fn lag((consumer, topic): (StreamConsumer, String), mut stop: watch::Recei
         });
         if let Some(lag) = lag {
             gauge!("boxoffice_payments_consumer_lag_messages").set(lag as f64);
+        }
+    }
+}
+
+/// The webhook endpoint: `POST /webhooks/payments`, signature checked over the raw body before
+/// anything else; 401 for a bad, missing or stale signature (logged and counted, nothing
+/// changes), 400 for a signed body that is not a payment event, 200 otherwise (a repeat too).
+async fn webhook_endpoint(adapter: Arc<Adapter>) -> anyhow::Result<std::net::SocketAddr> {
+    use anyhow::Context;
+    use axum::http::{HeaderMap, StatusCode};
+    let listen = adapter.settings.webhook.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot bind the webhook port {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "webhook endpoint on");
+    let handler = move |headers: HeaderMap, body: axum::body::Bytes| {
+        let adapter = adapter.clone();
+        async move {
+            let settings = &adapter.settings.webhook;
+            let header = headers
+                .get(webhook::SIGNATURE_HEADER)
+                .and_then(|v| v.to_str().ok());
+            let now_s = unix_ms() / 1_000;
+            if let Err(e) = webhook::verify(
+                header,
+                &body,
+                &settings.secrets,
+                now_s,
+                settings.tolerance.as_secs(),
+            ) {
+                tracing::warn!(error = %e, "webhook refused");
+                counter!("boxoffice_payments_webhooks_total", "outcome" => "bad_signature")
+                    .increment(1);
+                return (StatusCode::UNAUTHORIZED, e.to_string());
+            }
+            let event: webhook::WebhookEvent = match serde_json::from_slice(&body) {
+                Ok(e) => e,
+                Err(e) => {
+                    counter!("boxoffice_payments_webhooks_total", "outcome" => "malformed")
+                        .increment(1);
+                    return (StatusCode::BAD_REQUEST, format!("not a payment event: {e}"));
+                }
+            };
+            match adapter.settle_pending(&event.data).await {
+                Ok(outcome) => {
+                    counter!("boxoffice_payments_webhooks_total", "outcome" => outcome)
+                        .increment(1);
+                    (StatusCode::OK, outcome.to_string())
+                }
+                Err(e) => {
+                    // The provider retries a webhook that was not taken.
+                    tracing::warn!(error = %e, "webhook not applied yet");
+                    counter!("boxoffice_payments_webhooks_total", "outcome" => "retry")
+                        .increment(1);
+                    (StatusCode::SERVICE_UNAVAILABLE, "retry later".to_string())
+                }
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/webhooks/payments", axum::routing::post(handler))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+/// Looks up, every `reconcile_every`, each payment pending longer than `reconcile_after`, and
+/// settles those the provider has settled: a webhook lost on the way changes nothing.
+async fn reconcile(adapter: Arc<Adapter>, mut stop: watch::Receiver<bool>) {
+    let Some(Provider::Webhook(provider)) = adapter
+        .providers
+        .iter()
+        .find(|p| matches!(p, Provider::Webhook(_)))
+        .cloned()
+    else {
+        return;
+    };
+    let settings = adapter.settings.webhook.clone();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(settings.reconcile_every) => {}
+        }
+        let Ok(pendings) = adapter.ledger.pendings() else {
+            continue;
+        };
+        let due = unix_ms().saturating_sub(settings.reconcile_after.as_millis() as u64);
+        for pending in pendings.into_iter().filter(|p| p.since_ms <= due) {
+            match provider.lookup(&pending.provider_ref).await {
+                Ok(payment) => match adapter.settle_pending(&payment).await {
+                    Ok(outcome) => {
+                        counter!("boxoffice_payments_reconciled_total", "outcome" => outcome)
+                            .increment(1);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reconciliation not applied yet"),
+                },
+                Err(e) => {
+                    tracing::warn!(provider_ref = %pending.provider_ref, error = %e, "lookup failed")
+                }
+            }
         }
     }
 }

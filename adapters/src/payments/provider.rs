@@ -3,6 +3,9 @@
 //! call carries an idempotency key (the order id for a charge), so a call repeated after a crash
 //! finds the payment already made instead of making a second one.
 //!
+//! `webhook` creates the payment at the provider's HTTP API and learns the outcome from its
+//! webhook (`super::webhook`; a `webhook:` reference).
+//!
 //! `wallet` debits the customer's prepaid balance (`super::wallet`; a `wallet:` reference).
 //!
 //! `test` gives outcomes decided by the reference, for storefront integration tests:
@@ -22,6 +25,7 @@ use std::time::Duration;
 
 use super::ledger::{Ledger, LedgerError};
 use super::wallet::Wallet;
+use super::webhook::WebhookProvider;
 
 /// What a charge came to.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,6 +37,10 @@ pub enum Outcome {
     },
     Declined {
         reason: String,
+    },
+    /// Created at the provider; the outcome comes later (a webhook, or reconciliation).
+    Pending {
+        provider_ref: String,
     },
 }
 
@@ -50,8 +58,9 @@ pub enum ProviderError {
 pub struct ChargeRequest {
     /// The idempotency key: the order id.
     pub key: String,
-    /// The order's customer id.
+    /// The order's customer id and event id.
     pub customer: String,
+    pub event_id: String,
     pub reference: String,
     pub amount_minor: u64,
     pub currency: String,
@@ -62,6 +71,7 @@ pub struct ChargeRequest {
 pub enum Provider {
     Test(TestProvider),
     Wallet(Wallet),
+    Webhook(WebhookProvider),
 }
 
 impl Provider {
@@ -69,6 +79,7 @@ impl Provider {
         match self {
             Provider::Test(_) => "test",
             Provider::Wallet(_) => "wallet",
+            Provider::Webhook(_) => "webhook",
         }
     }
 
@@ -81,6 +92,12 @@ impl Provider {
                 request.amount_minor,
                 &request.currency,
             )?),
+            Provider::Webhook(w) => {
+                let payment = w.create(request, &request.event_id).await?;
+                Ok(payment.outcome().unwrap_or(Outcome::Pending {
+                    provider_ref: payment.id,
+                }))
+            }
         }
     }
 
@@ -94,6 +111,7 @@ impl Provider {
         match self {
             Provider::Test(p) => p.refund(key, provider_ref, amount_minor),
             Provider::Wallet(w) => Ok(w.credit(key, provider_ref, amount_minor)?),
+            Provider::Webhook(w) => w.refund(key, provider_ref, amount_minor).await,
         }
     }
 }
