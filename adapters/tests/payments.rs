@@ -829,9 +829,9 @@ async fn webhooks_are_verified_applied_once_and_a_lost_one_is_reconciled() {
         "--webhook-api-key",
         "sk_test",
         "--webhook-secret",
-        "whsec_old",
+        "whsec_old_0123456789",
         "--webhook-secret",
-        "whsec_new",
+        "whsec_new_0123456789",
         "--webhook-listen",
         "127.0.0.1:0",
         "--reconcile-after-ms",
@@ -867,12 +867,12 @@ async fn webhooks_are_verified_applied_once_and_a_lost_one_is_reconciled() {
         (
             "tampered body",
             tampered,
-            Some(sign("whsec_new", now(), body.as_bytes())),
+            Some(sign("whsec_new_0123456789", now(), body.as_bytes())),
         ),
         (
             "stale timestamp",
             body.clone(),
-            Some(sign("whsec_new", now() - 3_600, body.as_bytes())),
+            Some(sign("whsec_new_0123456789", now() - 3_600, body.as_bytes())),
         ),
         ("missing header", body.clone(), None),
     ] {
@@ -888,7 +888,7 @@ async fn webhooks_are_verified_applied_once_and_a_lost_one_is_reconciled() {
     );
     // The valid webhook, five times (signed with the old secret, as during a rotation): paid once.
     for _ in 0..5 {
-        let signature = sign("whsec_old", now(), body.as_bytes());
+        let signature = sign("whsec_old_0123456789", now(), body.as_bytes());
         assert_eq!(post_webhook(&url, &body, Some(&signature)).await, 200);
     }
     let paid = shop

@@ -220,7 +220,7 @@ fn instance_id(data_dir: &std::path::Path) -> String {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = adapters::serve_metrics(args.metrics_listen).await?;
-    let settings = Settings {
+    let mut settings = Settings {
         brokers: args.brokers,
         orders_topic: args.orders_topic,
         payments_topic: args.payments_topic,
@@ -248,9 +248,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             reconcile_every: Duration::from_millis(args.reconcile_every_ms),
         },
     };
+    settings.webhook.secrets.retain(|s| !s.is_empty());
     anyhow::ensure!(
         settings.webhook.api.is_none() || !settings.webhook.secrets.is_empty(),
         "--webhook-api needs at least one --webhook-secret"
+    );
+    anyhow::ensure!(
+        settings
+            .webhook
+            .secrets
+            .iter()
+            .all(|s| s.len() >= adapters::payments::webhook::MIN_SECRET_BYTES),
+        "a --webhook-secret must be at least {} bytes",
+        adapters::payments::webhook::MIN_SECRET_BYTES
     );
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -55,7 +55,8 @@ pub struct Refund {
 }
 
 /// sled 1.0's handles are `Send` but not `Sync`, so the trees sit behind a mutex; every use is a
-/// short in-memory operation, and `flush` is called once per batch.
+/// short in-memory operation except `flush`, which holds it for an fsync (twice per batch, once
+/// per top-up, twice per settled webhook).
 pub struct Ledger(Mutex<Trees>);
 
 struct Trees {

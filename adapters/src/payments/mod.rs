@@ -12,7 +12,8 @@
 //! 4. they are marked published in the ledger (flushed again), and only then are the batch's
 //!    offsets committed.
 //!
-//! A crash anywhere repeats at most steps 1 to 4 for the batch: the provider finds the payment
+//! A crash anywhere repeats at most steps 1 to 4 for the batch (and a result recorded but not
+//! marked published is published again at start): the provider finds the payment
 //! under its key and answers as before, so the order is never charged twice, and the engine
 //! applies a result it already has as a no-op. A provider that fails is retried with backoff
 //! behind a circuit breaker; an order waits for it until its payment deadline, and is then left
@@ -48,6 +49,9 @@ use self::ledger::{Charge, Ledger, Refund};
 use self::provider::{ChargeRequest, Outcome, Provider, TestProvider};
 use self::wallet::Wallet;
 use self::webhook::WebhookProvider;
+
+/// Attempts at a refund before it is left to an operator.
+const REFUND_ATTEMPTS: u32 = 8;
 
 /// Everything the adapter is told at start.
 #[derive(Clone, Debug)]
@@ -109,6 +113,8 @@ enum Done {
     Publish { order_id: String, charge: Charge },
     /// The server is stopping: leave the batch uncommitted.
     Stopping,
+    /// The ledger failed: leave the batch uncommitted and stop with an error.
+    Failed,
 }
 
 /// Runs the adapter until `stop` turns true. `ready` is called once it is subscribed, with the
@@ -179,6 +185,7 @@ pub async fn run(
         breakers,
         producer,
     });
+    adapter.republish_unpublished().await?;
     tokio::spawn(lag(consumer_lag_source(&adapter.settings)?, stop.clone()));
     let mut webhooks = None;
     if adapter.settings.webhook.api.is_some() {
@@ -187,8 +194,6 @@ pub async fn run(
     }
     ready(grpc, webhooks);
     let consumed = adapter.consume(&consumer, stop).await;
-    // The marks of what was published since the last batch's flush; lost, they would only make a
-    // restart publish those results again.
     adapter.ledger.flush()?;
     consumed
 }
@@ -205,8 +210,11 @@ impl Adapter {
             if done.iter().any(|d| matches!(d, Done::Stopping)) {
                 return Ok(());
             }
-            let fresh: Vec<(&String, &Charge)> = done
-                .iter()
+            if done.iter().any(|d| matches!(d, Done::Failed)) {
+                anyhow::bail!("the payment ledger failed; the batch stays uncommitted");
+            }
+            let fresh: Vec<(String, Charge)> = done
+                .into_iter()
                 .filter_map(|d| match d {
                     Done::Publish { order_id, charge } if !charge.published => {
                         Some((order_id, charge))
@@ -214,33 +222,8 @@ impl Adapter {
                     _ => None,
                 })
                 .collect();
-            for (order_id, charge) in &fresh {
-                self.ledger.put_charge(order_id, charge)?;
-            }
-            // Results and refunds durable before anything is published or committed.
-            tokio::task::block_in_place(|| self.ledger.flush())?;
-            let sends = fresh.iter().map(|(order_id, charge)| async move {
-                let record = FutureRecord::to(&self.settings.payments_topic)
-                    .key(&charge.event_id)
-                    .payload(&charge.result);
-                self.producer
-                    .send(record, Duration::from_secs(60))
-                    .await
-                    .map(|_| *order_id)
-                    .map_err(|(e, _)| e)
-            });
-            for sent in join_all(sends).await {
-                let order_id = sent?;
-                let mut charge = self.ledger.charge(order_id)?.expect("recorded above");
-                charge.published = true;
-                self.ledger.put_charge(order_id, &charge)?;
-                counter!("boxoffice_payments_results_published_total").increment(1);
-            }
-            // The marks durable before the commit: a result whose offset is committed is known
-            // to be published, and one not committed is read and published again.
-            if !fresh.is_empty() {
-                tokio::task::block_in_place(|| self.ledger.flush())?;
-            }
+            // Refunds and pending payments of the batch are flushed here too.
+            self.record_and_publish(&fresh).await?;
             if let Err(e) = kafka::commit_batch(consumer, &batch) {
                 tracing::warn!(error = %e, "order-event offsets not committed; the batch will be read again and change nothing");
             }
@@ -265,29 +248,17 @@ impl Adapter {
             Some(Change::OrderRefunded(r)) => match r.order {
                 Some(order) => {
                     let payment = order.payment.clone().unwrap_or_default();
-                    let key = format!("refund:{}:{}", order.order_id, payment.provider_reference);
-                    self.refund(
-                        &key,
-                        &order,
-                        &payment.provider,
-                        &payment.provider_reference,
-                        r.amount_minor,
-                    )
-                    .await
+                    let (provider, reference) = (payment.provider, payment.provider_reference);
+                    self.refund(&order, &provider, &reference, r.amount_minor, stop)
+                        .await
                 }
                 None => Ok(Done::Nothing),
             },
             Some(Change::RefundRequested(r)) => match r.order {
                 Some(order) => {
-                    let key = format!("refund:{}:{}", order.order_id, r.provider_reference);
-                    self.refund(
-                        &key,
-                        &order,
-                        &r.provider,
-                        &r.provider_reference,
-                        r.amount_minor,
-                    )
-                    .await
+                    let (provider, reference) = (&r.provider, &r.provider_reference);
+                    self.refund(&order, provider, reference, r.amount_minor, stop)
+                        .await
                 }
                 None => Ok(Done::Nothing),
             },
@@ -296,7 +267,7 @@ impl Adapter {
         result.unwrap_or_else(|e| {
             // The ledger failed: stop here; a restart reads the batch again.
             tracing::error!(error = %e, "payment ledger failed; stopping");
-            Done::Stopping
+            Done::Failed
         })
     }
 
@@ -330,9 +301,9 @@ impl Adapter {
             amount_minor: order.total_minor,
             currency: order.currency.clone(),
         };
-        let due_ms = order
-            .payment_due_at
-            .map_or(u64::MAX, |t| (t.seconds.max(0) as u64) * 1_000);
+        let due_ms = order.payment_due_at.map_or(u64::MAX, |t| {
+            (t.seconds.max(0) as u64).saturating_mul(1_000)
+        });
         let _permit = self.charging.acquire().await.expect("never closed");
         let mut attempt = 0;
         let outcome = loop {
@@ -390,6 +361,60 @@ impl Adapter {
         })
     }
 
+    /// Records `charges` (flushed), publishes them, waits for the acknowledgements, and marks
+    /// them published (flushed again); the ledger is flushed even when `charges` is empty, for
+    /// what the caller wrote before.
+    async fn record_and_publish(&self, charges: &[(String, Charge)]) -> anyhow::Result<()> {
+        for (order_id, charge) in charges {
+            self.ledger.put_charge(order_id, charge)?;
+        }
+        tokio::task::block_in_place(|| self.ledger.flush())?;
+        if charges.is_empty() {
+            return Ok(());
+        }
+        let sends = charges.iter().map(|(order_id, charge)| async move {
+            let record = FutureRecord::to(&self.settings.payments_topic)
+                .key(&charge.event_id)
+                .payload(&charge.result);
+            self.producer
+                .send(record, Duration::from_secs(60))
+                .await
+                .map(|_| (order_id, charge))
+                .map_err(|(e, _)| e)
+        });
+        for sent in join_all(sends).await {
+            let (order_id, charge) = sent?;
+            let published = Charge {
+                published: true,
+                ..charge.clone()
+            };
+            self.ledger.put_charge(order_id, &published)?;
+            counter!("boxoffice_payments_results_published_total").increment(1);
+        }
+        // The marks durable before any offset is committed: a result whose offset is committed
+        // is known published, and one not committed is read and published again.
+        tokio::task::block_in_place(|| self.ledger.flush())?;
+        Ok(())
+    }
+
+    /// At start: publishes every result recorded but not marked published (a crash came between
+    /// the ledger's flush and the broker's acknowledgement, and its message may not come again).
+    async fn republish_unpublished(&self) -> anyhow::Result<()> {
+        let waiting: Vec<(String, Charge)> = self
+            .ledger
+            .charges()?
+            .into_iter()
+            .filter(|(_, c)| !c.published)
+            .collect();
+        if !waiting.is_empty() {
+            tracing::info!(
+                results = waiting.len(),
+                "publishing results recorded before a restart"
+            );
+        }
+        self.record_and_publish(&waiting).await
+    }
+
     /// Applies a payment the webhook provider settled (by webhook or lookup): recorded, flushed,
     /// published, marked. What it did, for the metrics.
     async fn settle_pending(
@@ -397,10 +422,16 @@ impl Adapter {
         payment: &webhook::ProviderPayment,
     ) -> anyhow::Result<&'static str> {
         let Some(pending) = self.ledger.pending(&payment.id)? else {
-            return Ok(if self.ledger.charge(&payment.order_id)?.is_some() {
-                "repeat"
-            } else {
-                "unknown"
+            return Ok(match self.ledger.charge(&payment.order_id)? {
+                Some(charge) if !charge.published => {
+                    self.record_and_publish(&[(payment.order_id.clone(), charge)])
+                        .await?;
+                    "repeat"
+                }
+                Some(_) => "repeat",
+                // Not (yet) known here: the create's answer may still be on its way. The
+                // provider retries a webhook that is not taken.
+                None => "unknown",
             });
         };
         let Some(outcome) = payment.outcome() else {
@@ -408,32 +439,26 @@ impl Adapter {
         };
         let charge = result_charge("webhook", &pending.event_id, &pending.order_id, outcome)
             .expect("settled");
-        self.ledger.put_charge(&pending.order_id, &charge)?;
+        // The pending entry goes only once the result is published: a crash before that leaves it
+        // for the next webhook or the reconciliation, and the startup pass republishes a result
+        // recorded but not published.
+        self.record_and_publish(&[(pending.order_id.clone(), charge)])
+            .await?;
         self.ledger.remove_pending(&payment.id)?;
         tokio::task::block_in_place(|| self.ledger.flush())?;
-        let record = FutureRecord::to(&self.settings.payments_topic)
-            .key(&charge.event_id)
-            .payload(&charge.result);
-        self.producer
-            .send(record, Duration::from_secs(60))
-            .await
-            .map_err(|(e, _)| e)?;
-        let mut published = charge;
-        published.published = true;
-        self.ledger.put_charge(&pending.order_id, &published)?;
-        tokio::task::block_in_place(|| self.ledger.flush())?;
-        counter!("boxoffice_payments_results_published_total").increment(1);
         Ok("applied")
     }
 
+    /// Gives a payment back at its provider, once per order and payment reference.
     async fn refund(
         &self,
-        key: &str,
         order: &v1::Order,
         provider_name: &str,
         provider_ref: &str,
         amount_minor: u64,
+        stop: &watch::Receiver<bool>,
     ) -> Result<Done, ledger::LedgerError> {
+        let key = &format!("refund:{}:{provider_ref}", order.order_id);
         if self.ledger.has_refund(key)? {
             return Ok(Done::Nothing);
         }
@@ -446,9 +471,20 @@ impl Adapter {
         loop {
             match provider.refund(key, provider_ref, amount_minor).await {
                 Ok(()) => break,
+                Err(e) if attempt + 1 >= REFUND_ATTEMPTS => {
+                    // Not retried for ever: it would hold up every order behind it. Logged and
+                    // counted for an operator to give back by hand (the ledger has no record of it).
+                    tracing::error!(order_id = %order.order_id, provider_ref, amount_minor, error = %e, "refund failed; give it back by hand");
+                    counter!("boxoffice_payments_refunds_failed_total", "provider" => provider.name()).increment(1);
+                    return Ok(Done::Nothing);
+                }
                 Err(e) => {
                     tracing::warn!(order_id = %order.order_id, attempt, error = %e, "refund failed; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    let mut stop = stop.clone();
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return Ok(Done::Stopping),
+                        () = tokio::time::sleep(backoff(attempt)) => {}
+                    }
                     attempt += 1;
                 }
             }
@@ -602,6 +638,14 @@ async fn webhook_endpoint(adapter: Arc<Adapter>) -> anyhow::Result<std::net::Soc
                 }
             };
             match adapter.settle_pending(&event.data).await {
+                Ok("unknown") => {
+                    counter!("boxoffice_payments_webhooks_total", "outcome" => "unknown")
+                        .increment(1);
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "payment not known yet; retry".to_string(),
+                    )
+                }
                 Ok(outcome) => {
                     counter!("boxoffice_payments_webhooks_total", "outcome" => outcome)
                         .increment(1);

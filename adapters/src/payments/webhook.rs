@@ -23,6 +23,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use super::provider::{ChargeRequest, Outcome, ProviderError};
 
@@ -41,14 +42,23 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// The header value that signs `body` at unix time `t` with `secret`.
-pub fn sign(secret: &str, t: u64, body: &[u8]) -> String {
+/// At most this many `v1` signatures in one header.
+const MAX_SIGNATURES: usize = 8;
+
+/// Shortest signing secret accepted, bytes.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// HMAC-SHA256 of `"<t>.<body>"` under `secret`.
+fn mac(secret: &str, t: u64, body: &[u8]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(format!("{t}.").as_bytes());
     mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
+    mac.finalize().into_bytes().into()
+}
+
+/// The header value that signs `body` at unix time `t` with `secret`.
+pub fn sign(secret: &str, t: u64, body: &[u8]) -> String {
+    let hex: String = mac(secret, t, body)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -79,7 +89,16 @@ pub fn verify(
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", v)) => t = Some(v.parse::<u64>().map_err(|_| SignatureError::Malformed)?),
-            Some(("v1", v)) => signatures.push(unhex(v).ok_or(SignatureError::Malformed)?),
+            Some(("v1", v)) => {
+                // A SHA-256 MAC, no more than a few: the check's cost is bounded before any MAC.
+                if v.len() != 64 || signatures.len() == MAX_SIGNATURES {
+                    return Err(SignatureError::Malformed);
+                }
+                let bytes: [u8; 32] = unhex(v)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or(SignatureError::Malformed)?;
+                signatures.push(bytes);
+            }
             Some(_) => {} // other schemes (v0) are ignored, as Stripe's own libraries do
             None => return Err(SignatureError::Malformed),
         }
@@ -92,17 +111,15 @@ pub fn verify(
     if age_s > tolerance_s {
         return Err(SignatureError::Stale { age_s, tolerance_s });
     }
-    let mut matched = false;
+    let mut matched = subtle::Choice::from(0);
     for secret in secrets {
+        let expected: [u8; 32] = mac(secret, t, body);
         for signature in &signatures {
-            let mut mac =
-                Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-            mac.update(format!("{t}.").as_bytes());
-            mac.update(body);
-            // Constant time; every pair is tried, so the time taken says nothing of which matched.
-            matched |= mac.verify_slice(signature).is_ok();
+            // Constant time; every pair is compared, so the time says nothing of which matched.
+            matched |= expected.ct_eq(signature);
         }
     }
+    let matched = bool::from(matched);
     if matched {
         Ok(())
     } else {
@@ -273,6 +290,7 @@ mod tests {
             (None, &body[..], SignatureError::Missing),
             (Some("v1=abcd"), &body[..], SignatureError::Malformed),
             (Some("t=1,v1=zz"), &body[..], SignatureError::Malformed),
+            (Some("t=1,v1="), &body[..], SignatureError::Malformed),
             (Some("garbage"), &body[..], SignatureError::Malformed),
         ] {
             assert_eq!(verify(header, body, &secrets, NOW, 300), Err(expected));
