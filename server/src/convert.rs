@@ -498,11 +498,7 @@ pub fn order_to_proto(o: &domain::Order) -> v1::Order {
             .map(|t| v1::Ticket {
                 ticket_id: t.id.to_string(),
                 tier_code: t.tier.to_string(),
-                seat: t.seat.as_ref().map(|s| v1::Seat {
-                    section: s.section.clone(),
-                    row: s.row.clone(),
-                    number: s.number.clone(),
-                }),
+                seat: t.seat.as_ref().map(seat_to_proto),
                 holder: t.holder.to_string(),
                 token: t.token.clone(),
             })

@@ -543,7 +543,8 @@ fn result_charge(
     })
 }
 
-fn unix_ms() -> u64 {
+/// The wall clock, ms since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -5,7 +5,6 @@
 //! idempotency key, the order id, the refund key) so a repeat finds the first answer.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -86,12 +85,6 @@ fn history_key(customer: &str, seq: u64) -> Vec<u8> {
     key
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 pub fn check_text(what: &str, text: &str) -> Result<(), WalletError> {
     if text.is_empty() || text.len() > MAX_TEXT_BYTES {
         return Err(WalletError::Invalid(format!(
@@ -124,7 +117,7 @@ fn change(
         amount_minor,
         balance_after_minor: account.balance_minor,
         order_id: order_id.to_string(),
-        at_ms: now_ms(),
+        at_ms: super::unix_ms(),
     };
     trees
         .history

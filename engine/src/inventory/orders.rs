@@ -231,18 +231,33 @@ impl Inventory {
         at_ms: u64,
         key: Option<&KeyRecord>,
     ) {
-        let (customer, tickets) = self.change_order(order_id, |order| {
+        self.change_order(order_id, |order| {
             assert_eq!(order.status, OrderStatus::PendingPayment);
             order.status = OrderStatus::Cancelled;
             order.updated_at_ms = at_ms;
             order.cancelled = Some((cause, reason.to_string()));
-            (order.customer.clone(), order.tickets)
         });
-        self.return_stock(order_id);
+        self.end_order(order_id, true, (KeyScope::Cancel, key), at_ms);
+    }
+
+    /// The end of an order just cancelled or refunded: its stock back on sale if `restock`, its
+    /// tickets off its customer's tally, the client key's answer remembered.
+    pub(super) fn end_order(
+        &mut self,
+        order_id: OrderId,
+        restock: bool,
+        (scope, key): (KeyScope, Option<&KeyRecord>),
+        at_ms: u64,
+    ) {
+        if restock {
+            self.return_stock(order_id);
+        }
+        let order = &self.orders[&order_id];
+        let (customer, tickets) = (order.customer.clone(), order.tickets);
         self.untally(&customer, tickets, 0);
         if let Some(k) = key {
             let order = self.order_view(order_id).expect("exists");
-            self.remember(KeyScope::Cancel, "", k, at_ms, Answer::Order(order));
+            self.remember(scope, "", k, at_ms, Answer::Order(order));
         }
     }
 

@@ -245,21 +245,13 @@ impl Inventory {
         at_ms: u64,
         key: Option<&KeyRecord>,
     ) {
-        let (customer, tickets) = self.change_order(order_id, |order| {
+        self.change_order(order_id, |order| {
             assert_eq!(order.status, OrderStatus::Paid, "refunded order {order_id}");
             order.status = OrderStatus::Refunded;
             order.updated_at_ms = at_ms;
             order.refunded_minor += amount_minor;
-            (order.customer.clone(), order.tickets)
         });
-        if restock {
-            self.return_stock(order_id);
-        }
-        self.untally(&customer, tickets, 0);
-        if let Some(k) = key {
-            let order = self.order_view(order_id).expect("exists");
-            self.remember(KeyScope::Refund, "", k, at_ms, Answer::Order(order));
-        }
+        self.end_order(order_id, restock, (KeyScope::Refund, key), at_ms);
     }
 
     /// Performs `Record::RefundRequested`: the payment is remembered as one to give back.
