@@ -279,29 +279,22 @@ fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos: 0 }
 }
 
+/// The adapter's `/metrics` page.
+async fn metrics_text(adapter: &PaymentAdapter) -> String {
+    reqwest::get(&adapter.metrics)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn metric(adapter: &PaymentAdapter, line_start: &str) -> Option<f64> {
-    let body = reqwest_free_get(&adapter.metrics).await;
+    let body = metrics_text(adapter).await;
     body.lines()
         .find(|l| l.starts_with(line_start))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-/// A plain HTTP/1.1 GET over a TCP socket: the adapter's `/metrics`.
-async fn reqwest_free_get(url: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    stream
-        .write_all(
-            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.unwrap();
-    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -790,23 +783,14 @@ impl FakeProvider {
 
 /// Posts `body` to the adapter's webhook endpoint with `signature` (if any); the status code.
 async fn post_webhook(url: &str, body: &str, signature: Option<&str>) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let header = signature.map_or(String::new(), |s| format!("Stripe-Signature: {s}\r\n"));
-    let request = format!(
-        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{header}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(signature) = signature {
+        request = request.header("Stripe-Signature", signature);
+    }
+    request.send().await.unwrap().status().as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -903,7 +887,7 @@ async fn webhooks_are_verified_applied_once_and_a_lost_one_is_reconciled() {
         ),
         ("webhook", id.as_str())
     );
-    let text = reqwest_free_get(&adapter.metrics).await;
+    let text = metrics_text(&adapter).await;
     for line in [
         "boxoffice_payments_webhooks_total{outcome=\"bad_signature\"} 4",
         "boxoffice_payments_webhooks_total{outcome=\"applied\"} 1",

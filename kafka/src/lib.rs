@@ -194,6 +194,28 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// A static group member id (KIP-345, `group.instance.id`) for a process whose state lives in
+/// `dir`: `<prefix>-` and the directory's absolute path, in the characters Kafka allows. With
+/// it a restarted process takes its own place in the group at once; tansu 0.6.0's coordinator
+/// otherwise keeps a member that died without leaving as leader, and every rejoin is told to
+/// rebalance, for ever.
+pub fn instance_id(prefix: &str, dir: &std::path::Path) -> String {
+    let path = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let text: String = path
+        .to_string_lossy()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let keep = text.len().saturating_sub(200);
+    format!("{prefix}-{}", &text[keep..])
+}
+
 /// How long a relay or consumer waits between attempts after an error.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 

@@ -200,24 +200,6 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// `payments-` and the data directory's absolute path, in the characters Kafka allows.
-fn instance_id(data_dir: &std::path::Path) -> String {
-    let path = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    let text: String = path
-        .to_string_lossy()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let keep = text.len().saturating_sub(200);
-    format!("payments-{}", &text[keep..])
-}
-
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = adapters::serve_metrics(args.metrics_listen).await?;
     let mut settings = Settings {
@@ -226,7 +208,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         payments_topic: args.payments_topic,
         group: args.group,
         instance_id: if args.instance_id.is_empty() {
-            instance_id(&args.data_dir)
+            kafka::instance_id("payments", &args.data_dir)
         } else {
             args.instance_id
         },

@@ -4,7 +4,7 @@
 //! `boxoffice.v1.PaymentResult` on `boxoffice.payments.v1`.
 //!
 //! At least once in, exactly one charge per order. Messages come in batches; per batch:
-//! 1. each order is charged (concurrently, at most `max_in_flight` at once) with the order id as
+//! 1. each order is charged (concurrently; a batch holds at most `max_in_flight`) with the order id as
 //!    the provider's idempotency key, unless the ledger already holds its result;
 //! 2. every new result is written to the ledger and the ledger flushed (fsync), once;
 //! 3. the results not yet published are published (idempotent producer, `acks=all`) and the
@@ -42,7 +42,7 @@ use metrics::{counter, gauge, histogram};
 use prost::Message as _;
 use proto::v1;
 use proto::v1::order_event::Change;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use self::breaker::{Breaker, backoff};
 use self::ledger::{Charge, Ledger, Refund};
@@ -102,7 +102,6 @@ struct Adapter {
     providers: Vec<Provider>,
     breakers: BTreeMap<&'static str, Breaker>,
     producer: FutureProducer,
-    charging: Semaphore,
 }
 
 /// What one message asks of the adapter, after its charge or refund.
@@ -167,9 +166,7 @@ pub async fn run(
             }
         }
     }
-    // Static membership (KIP-345): a restarted adapter takes its old place in the group at once
-    // instead of waiting for its dead self to time out of it (which tansu 0.6.0's coordinator
-    // never lets happen: a lapsed member stays leader and every rejoin is told to rebalance).
+    // Static membership (`kafka::instance_id`): a restarted adapter takes its old place at once.
     let mut properties = settings.properties.clone();
     properties.insert("group.instance.id".into(), settings.instance_id.clone());
     let consumer = kafka::consumer(&settings.brokers, &settings.group, &properties)
@@ -178,7 +175,6 @@ pub async fn run(
         .subscribe(&[&settings.orders_topic])
         .context("subscribe to the order events")?;
     let adapter = Arc::new(Adapter {
-        charging: Semaphore::new(settings.max_in_flight.max(1)),
         settings,
         ledger,
         providers,
@@ -304,7 +300,6 @@ impl Adapter {
         let due_ms = order.payment_due_at.map_or(u64::MAX, |t| {
             (t.seconds.max(0) as u64).saturating_mul(1_000)
         });
-        let _permit = self.charging.acquire().await.expect("never closed");
         let mut attempt = 0;
         let outcome = loop {
             if !breaker.wait_closed(stop).await {

@@ -123,6 +123,24 @@ impl Inventory {
     }
 
     /// The stored first answer for a retried key, `Err` if the key came with another request,
+    /// An order command's checked client key, and the order it answered first if the key
+    /// repeats: confirm, cancel and refund share it.
+    pub(super) fn order_key<T: Hash>(
+        &self,
+        scope: KeyScope,
+        key: &Option<String>,
+        request: &T,
+        now_ms: u64,
+        limits: &Limits,
+    ) -> Result<(Option<Keyed>, Option<Order>), Rejection> {
+        let keyed = keyed(scope, "", key, request, limits)?;
+        let first = match self.repeat(keyed.as_ref(), now_ms, limits)? {
+            Some(Answer::Order(order)) => Some(order),
+            _ => None,
+        };
+        Ok((keyed, first))
+    }
+
     /// `None` for a new key (or none).
     pub(super) fn repeat(
         &self,

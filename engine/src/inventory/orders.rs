@@ -2,7 +2,6 @@
 //! order's tickets back to sale, and the lookups of orders. Payments and refunds are in
 //! `payments.rs`, the tickets a paid order issues in `tickets.rs`.
 
-use super::keys::keyed;
 use super::spec::check_string;
 use super::*;
 
@@ -16,8 +15,9 @@ impl Inventory {
         limits: &Limits,
     ) -> Result<Decision<Order>, Rejection> {
         check_string("payment reference", &req.payment_ref, limits)?;
-        let keyed = keyed(KeyScope::Confirm, "", &req.idempotency_key, req, limits)?;
-        if let Some(Answer::Order(order)) = self.repeat(keyed.as_ref(), now_ms, limits)? {
+        let (keyed, first) =
+            self.order_key(KeyScope::Confirm, &req.idempotency_key, req, now_ms, limits)?;
+        if let Some(order) = first {
             return Ok(Decision {
                 record: None,
                 answer: order,
@@ -64,8 +64,9 @@ impl Inventory {
         limits: &Limits,
     ) -> Result<Decision<Order>, Rejection> {
         check_string("cancel reason", &req.reason, limits)?;
-        let keyed = keyed(KeyScope::Cancel, "", &req.idempotency_key, req, limits)?;
-        if let Some(Answer::Order(order)) = self.repeat(keyed.as_ref(), now_ms, limits)? {
+        let (keyed, first) =
+            self.order_key(KeyScope::Cancel, &req.idempotency_key, req, now_ms, limits)?;
+        if let Some(order) = first {
             return Ok(Decision {
                 record: None,
                 answer: order,

@@ -5,7 +5,6 @@
 //! was cancelled or paid by another payment, or the amount differs) is never turned into a paid
 //! order: it becomes a refund request.
 
-use super::keys::keyed;
 use super::spec::check_string;
 use super::tickets::TicketIssuer;
 use super::*;
@@ -127,8 +126,9 @@ impl Inventory {
         limits: &Limits,
     ) -> Result<Decision<Order>, Rejection> {
         check_string("refund reason", &req.reason, limits)?;
-        let keyed = keyed(KeyScope::Refund, "", &req.idempotency_key, req, limits)?;
-        if let Some(Answer::Order(order)) = self.repeat(keyed.as_ref(), now_ms, limits)? {
+        let (keyed, first) =
+            self.order_key(KeyScope::Refund, &req.idempotency_key, req, now_ms, limits)?;
+        if let Some(order) = first {
             return Ok(Decision {
                 record: None,
                 answer: order,

@@ -81,6 +81,23 @@ async fn event_keys(server: &Server, event: &str) -> v1::GetEventKeysResponse {
         .into_inner()
 }
 
+/// `count` orders of 2 GA tickets each, by customers buyer-0, buyer-1, ..., pending payment.
+async fn confirmed_orders(c: &mut Clients, event: &str, count: usize) -> Vec<v1::Order> {
+    let mut orders = Vec::with_capacity(count);
+    for n in 0..count {
+        let hold = c
+            .reserve(ga(event, &format!("buyer-{n}"), 2, &format!("k{n}")))
+            .await
+            .unwrap();
+        orders.push(
+            c.confirm(event, hold.hold_id, format!("tok-{n}"))
+                .await
+                .unwrap(),
+        );
+    }
+    orders
+}
+
 /// Polls the order until `done` holds, for at most 30 s.
 async fn order_until(
     c: &mut Clients,
@@ -110,18 +127,7 @@ async fn payment_results_pay_cancel_and_refund_each_order_once() {
     let mut request = event_request(100, 4);
     request.payment_ttl_seconds = 3;
     let event = c.create(request).await.event_id;
-    let mut orders = Vec::new();
-    for n in 0..3 {
-        let hold = c
-            .reserve(ga(&event, &format!("buyer-{n}"), 2, &format!("k{n}")))
-            .await
-            .unwrap();
-        orders.push(
-            c.confirm(&event, hold.hold_id, format!("tok-{n}"))
-                .await
-                .unwrap(),
-        );
-    }
+    let orders = confirmed_orders(&mut c, &event, 3).await;
     let (paid, declined_one, unpaid) = (&orders[0], &orders[1], &orders[2]);
     assert_eq!(counts(&c.tiers(&event).await, "GA"), (94, 0, 6));
     kafka::ensure_topic(&broker.addr, &BTreeMap::new(), PAYMENTS, 6, 1)
@@ -318,18 +324,7 @@ async fn payment_results_apply_once_across_an_engine_killed_while_consuming_them
     );
     let mut c = server.clients().await;
     let event = c.create(event_request(500, 4)).await.event_id;
-    let mut orders = Vec::new();
-    for n in 0..60 {
-        let hold = c
-            .reserve(ga(&event, &format!("buyer-{n}"), 2, &format!("k{n}")))
-            .await
-            .unwrap();
-        orders.push(
-            c.confirm(&event, hold.hold_id, format!("tok-{n}"))
-                .await
-                .unwrap(),
-        );
-    }
+    let orders = confirmed_orders(&mut c, &event, 60).await;
     kafka::ensure_topic(&broker.addr, &BTreeMap::new(), PAYMENTS, 6, 1)
         .await
         .unwrap();
