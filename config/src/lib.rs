@@ -347,10 +347,12 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// The topic of order and event changes.
     pub orders_topic: String,
-    /// The topic the payment adapter reports payment results on; the engine consumes it (when
-    /// `brokers` is set) in consumer group `payments_group`, committing an offset only once the
-    /// result is durable.
+    /// The topic the payment adapter reports payment results on; the engine reads every
+    /// partition of it (when `brokers` is set), committing an offset only once the result is
+    /// durable.
     pub payments_topic: String,
+    /// The consumer group that keeps the engine's offsets in `payments_topic` (offsets only: the
+    /// engine never joins it).
     pub payments_group: String,
     /// Partitions and replicas of `orders_topic` when the relay creates it (it does when the
     /// cluster does not have it; an existing topic is left as it is).

@@ -216,6 +216,44 @@ pub fn instance_id(prefix: &str, dir: &std::path::Path) -> String {
     format!("{prefix}-{}", &text[keep..])
 }
 
+/// The partition count of `topic`, from the cluster's metadata (blocks for up to `timeout`).
+pub fn partition_count(
+    consumer: &impl rdkafka::consumer::Consumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<usize, String> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| format!("metadata of {topic}: {e}"))?;
+    let found = metadata
+        .topics()
+        .first()
+        .ok_or_else(|| format!("no topic {topic} in the metadata"))?;
+    if let Some(e) = found.error() {
+        return Err(format!("topic {topic}: {e:?}"));
+    }
+    if found.partitions().is_empty() {
+        return Err(format!("topic {topic} has no partitions yet"));
+    }
+    Ok(found.partitions().len())
+}
+
+/// Assigns `consumer` the partitions `from..to` of `topic`, each starting at `offset`
+/// (`Offset::Stored`: the group's committed offset, else `auto.offset.reset`). Added to what it
+/// reads already.
+pub fn assign_partitions(
+    consumer: &impl rdkafka::consumer::Consumer,
+    topic: &str,
+    partitions: std::ops::Range<usize>,
+    offset: rdkafka::Offset,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in partitions {
+        list.add_partition_offset(topic, p as i32, offset)?;
+    }
+    consumer.incremental_assign(&list)
+}
+
 /// How long a relay or consumer waits between attempts after an error.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 

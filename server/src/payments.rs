@@ -1,8 +1,14 @@
 //! The payment-result consumer: reads `kafka.payments_topic` (`boxoffice.v1.PaymentResult`,
-//! written by the payment adapter) in consumer group `kafka.payments_group` and applies each
-//! result to its order through the event's actor. An offset is committed only after the engine
-//! answered, which it does once the result's record is durable: at least once in, and since a
-//! result the order already reflects changes nothing, at most once in effect.
+//! written by the payment adapter) and applies each result to its order through the event's
+//! actor. An offset is committed, to group `kafka.payments_group`, only after the engine answered,
+//! which it does once the result's record is durable: at least once in, and since a result the
+//! order already reflects changes nothing, at most once in effect.
+//!
+//! One engine owns every event, so it reads every partition of the topic by assignment and uses
+//! the group only for its committed offsets: there is no membership to lose. (With a group
+//! membership, tansu 0.6.0's coordinator kept a SIGKILLed engine as the group's leader, and the
+//! restarted engine never got its partitions.) Partitions added to the topic are picked up within
+//! `PARTITION_CHECK`.
 //!
 //! Messages are taken in batches of what has arrived (at most `BATCH`), settled concurrently, and
 //! committed together once every one of them is settled. A result the engine cannot take now
@@ -20,9 +26,9 @@ use config::KafkaConfig;
 use engine::inventory::Settlement;
 use engine::{Engine, Error};
 use futures_util::future::join_all;
-use kafka::rdkafka::Message;
-use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+use kafka::rdkafka::consumer::StreamConsumer;
 use kafka::rdkafka::message::OwnedMessage;
+use kafka::rdkafka::{Message, Offset};
 use metrics::counter;
 use prost::Message as _;
 use proto::v1;
@@ -72,13 +78,64 @@ pub fn start(
                 return;
             }
         }
-        if let Err(e) = consumer.subscribe(&[&config.payments_topic]) {
-            tracing::error!(error = %e, "cannot subscribe to the payments topic; the consumer is off");
-            return;
+        let consumer = Arc::new(consumer);
+        let mut assigned = 0;
+        while assigned == 0 {
+            match follow_partitions(&consumer, &config.payments_topic, assigned).await {
+                Ok(n) => assigned = n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "payments topic not readable yet; retrying");
+                    if wait_or_stop(&stop, kafka::RETRY_BACKOFF).await {
+                        return;
+                    }
+                }
+            }
         }
-        tracing::info!(topic = %config.payments_topic, group = %config.payments_group, "payment-result consumer on");
+        tracing::info!(topic = %config.payments_topic, group = %config.payments_group, partitions = assigned, "payment-result consumer on");
+        let watcher = tokio::spawn({
+            let (consumer, topic, stop) = (
+                consumer.clone(),
+                config.payments_topic.clone(),
+                stop.clone(),
+            );
+            async move {
+                while !wait_or_stop(&stop, PARTITION_CHECK).await {
+                    match follow_partitions(&consumer, &topic, assigned).await {
+                        Ok(n) => assigned = n,
+                        Err(e) => tracing::warn!(error = %e, "payments topic metadata not read"),
+                    }
+                }
+            }
+        });
         run(&engine, &consumer, stop).await;
+        watcher.abort();
     }))
+}
+
+/// How often the consumer looks for partitions added to the payments topic.
+const PARTITION_CHECK: Duration = Duration::from_secs(30);
+
+/// Assigns the partitions of `topic` past the first `assigned`, from the group's committed
+/// offsets (or the earliest message); how many it reads now.
+async fn follow_partitions(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    assigned: usize,
+) -> Result<usize, String> {
+    let (consumer, topic) = (consumer.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let now = kafka::partition_count(consumer.as_ref(), &topic, Duration::from_secs(5))?;
+        if now > assigned {
+            kafka::assign_partitions(consumer.as_ref(), &topic, assigned..now, Offset::Stored)
+                .map_err(|e| format!("assigning {topic}: {e}"))?;
+            if assigned > 0 {
+                tracing::info!(%topic, partitions = now, "payments topic grew; reading its new partitions");
+            }
+        }
+        Ok(now.max(assigned))
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 async fn run(engine: &Engine, consumer: &StreamConsumer, mut stop: watch::Receiver<bool>) {

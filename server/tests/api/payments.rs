@@ -313,3 +313,92 @@ async fn a_rotated_ticket_key_is_served_beside_the_old_one_after_a_restart() {
     assert_eq!(after.keys[0], before.keys[0], "the old key still verifies");
     assert_ne!(after.keys[1].public_key, before.keys[0].public_key);
 }
+
+#[tokio::test]
+async fn payment_results_apply_once_across_an_engine_killed_while_consuming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let mut server = Server::start(
+        &dir.path().join("data"),
+        &[("BOXOFFICE_KAFKA__BROKERS", &broker.addr)],
+    );
+    let mut c = server.clients().await;
+    let event = c.create(event_request(500, 4)).await.event_id;
+    let orders = confirmed_orders(&mut c, &event, 60).await;
+    kafka::ensure_topic(&broker.addr, &BTreeMap::new(), PAYMENTS, 6, 1)
+        .await
+        .unwrap();
+    let producer = kafka::producer(&broker.addr, &BTreeMap::new(), 1).unwrap();
+    // Every approval twice, then the engine killed at a random moment while it takes them.
+    for order in orders.iter().chain(&orders) {
+        send(
+            &producer,
+            &event,
+            approved(order, &format!("ch-{}", order.order_id)),
+        )
+        .await;
+    }
+    let seed = fastrand::u64(..);
+    let after = Duration::from_millis(fastrand::Rng::with_seed(seed).u64(0..400));
+    eprintln!("seed {seed}: boxoffice killed {after:?} after the results were produced");
+    tokio::time::sleep(after).await;
+    server.kill();
+    server.restart();
+    let mut c = server.clients().await;
+    let mut tickets = HashMap::new();
+    for order in &orders {
+        let paid = order_until(&mut c, order, |o| o.status == v1::OrderStatus::Paid as i32).await;
+        assert_eq!(paid.tickets.len(), 2);
+        tickets.insert(paid.order_id.clone(), paid.tickets);
+    }
+    // One OrderPaid per order after deduplication by id, with the tickets GetOrder shows: a
+    // result applied twice would have made a second one, with other tickets.
+    let topic = reader(&broker, "boxoffice.orders.v1").await;
+    let paid_events = |got: &[crate::order_events::Received]| {
+        let mut paid: HashMap<String, Vec<Vec<v1::Ticket>>> = HashMap::new();
+        for e in dedup_in_order(got).values().flatten() {
+            if let Some(Change::OrderPaid(p)) = &e.change {
+                let order = p.order.clone().unwrap();
+                paid.entry(order.order_id).or_default().push(order.tickets);
+            }
+        }
+        paid
+    };
+    // Everything the engine will publish is on the topic once its outbox is empty: read it all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.metric("boxoffice_outbox_pending_entries").await != 0.0 {
+        assert!(Instant::now() < deadline, "the outbox never drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let on_topic: i64 = {
+        use kafka::rdkafka::consumer::Consumer;
+        (0..6)
+            .map(|p| {
+                let (low, high) = topic
+                    .fetch_watermarks("boxoffice.orders.v1", p, Duration::from_secs(10))
+                    .unwrap();
+                high - low
+            })
+            .sum()
+    };
+    let received = receive_until(&topic, Duration::from_secs(60), |got| {
+        got.len() as i64 == on_topic
+    })
+    .await;
+    let changes: usize = dedup_in_order(&received).values().map(Vec::len).sum();
+    assert_eq!(
+        changes,
+        1 + 2 * orders.len(),
+        "created, then per order confirmed and paid once"
+    );
+    assert_eq!(paid_events(&received).len(), orders.len());
+    for (order, issued) in paid_events(&received) {
+        assert_eq!(
+            issued.len(),
+            1,
+            "order {order} paid {} times (seed {seed})",
+            issued.len()
+        );
+        assert_eq!(issued[0], tickets[&order], "seed {seed}");
+    }
+}
