@@ -275,6 +275,17 @@ impl Shop {
     }
 }
 
+/// boxoffice serving in this process, its files under `dir`, its relay and payment-result
+/// consumer on `broker`.
+async fn boxoffice(dir: &Path, broker: &Broker) -> server::serve::Running {
+    let mut config = config::Config::default();
+    config.storage.data_dir = dir.join("boxoffice");
+    config.api.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
+    config.kafka.brokers = broker.addr.clone();
+    server::serve::start(&config).await.unwrap()
+}
+
 fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos: 0 }
 }
@@ -301,12 +312,7 @@ async fn metric(adapter: &PaymentAdapter, line_start: &str) -> Option<f64> {
 async fn every_confirmed_order_is_charged_once_and_paid_or_cancelled_across_an_adapter_kill() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(&dir.path().join("broker"));
-    let mut config = config::Config::default();
-    config.storage.data_dir = dir.path().join("boxoffice");
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
-    config.kafka.brokers = broker.addr.clone();
-    let server = server::serve::start(&config).await.unwrap();
+    let server = boxoffice(dir.path(), &broker).await;
     let mut shop = Shop::open(server.grpc_addr).await;
     let mut adapter = PaymentAdapter::start(&dir.path().join("payments"), &broker.addr);
 
@@ -433,6 +439,94 @@ async fn every_confirmed_order_is_charged_once_and_paid_or_cancelled_across_an_a
     server.stop().await.unwrap();
 }
 
+/// Waits until `metric` of the adapter reads `wanted`.
+async fn metric_until(adapter: &PaymentAdapter, line_start: &str, wanted: impl Fn(f64) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !metric(adapter, line_start).await.is_some_and(&wanted) {
+        assert!(Instant::now() < deadline, "{line_start} never as wanted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charges_made_before_a_kill_between_charge_and_publish_are_published_once_after_a_broker_restart()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(&dir.path().join("broker"));
+    let server = boxoffice(dir.path(), &broker).await;
+    let mut shop = Shop::open(server.grpc_addr).await;
+    let mut adapter = PaymentAdapter::start(&dir.path().join("payments"), &broker.addr);
+    let first = shop.order(0, "test:approve").await;
+    shop.settled(std::slice::from_ref(&first), Duration::from_secs(60))
+        .await;
+
+    // Slow charges (2 s at the provider); the broker killed while the first of them are at the
+    // provider, so their results are recorded in the ledger and cannot be published; then the
+    // adapter killed: between charge and publish.
+    let mut slow = Vec::new();
+    for n in 1..=6 {
+        slow.push(shop.order(n, "test:slow").await);
+    }
+    let in_flight = "boxoffice_payments_charges_in_flight{provider=\"test\"}";
+    metric_until(&adapter, in_flight, |n| n >= 1.0).await;
+    broker.kill();
+    metric_until(&adapter, in_flight, |n| n == 0.0).await;
+    let approved = "boxoffice_payments_charges_total{provider=\"test\",outcome=\"approved\"}";
+    let charged_before = metric(&adapter, approved).await.unwrap() as usize - 1;
+    assert!(charged_before >= 1);
+    // The ledger's record and flush come right after the batch's charges.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    adapter.kill();
+    let ledger = adapter.ledger();
+    let unpublished: Vec<&String> = ledger
+        .iter()
+        .filter(|l| l.starts_with("charge order=") && l.contains("published=false"))
+        .collect();
+    assert_eq!(
+        unpublished.len(),
+        charged_before,
+        "each charge made is recorded, none published: {ledger:#?}"
+    );
+
+    broker.restart();
+    adapter.restart();
+    let settled = shop.settled(&slow, Duration::from_secs(90)).await;
+    for o in &settled {
+        assert_eq!(
+            (o.status, o.tickets.len()),
+            (v1::OrderStatus::Paid as i32, 2),
+            "{o:#?}"
+        );
+    }
+    // The restarted adapter published what was recorded and charged only the rest.
+    assert_eq!(
+        metric(&adapter, approved).await.unwrap_or(0.0) as usize,
+        slow.len() - charged_before
+    );
+    adapter.stop();
+    let ledger = adapter.ledger();
+    for o in std::iter::once(&first).chain(&slow) {
+        let at_provider = ledger
+            .iter()
+            .filter(|l| *l == &format!("test-provider charge:{}", o.order_id))
+            .count();
+        assert_eq!(
+            at_provider, 1,
+            "order {} charged {at_provider} times",
+            o.order_id
+        );
+        assert!(
+            ledger
+                .iter()
+                .any(|l| l.starts_with(&format!("charge order={} ", o.order_id))
+                    && l.contains("published=true")),
+            "order {} not published: {ledger:#?}",
+            o.order_id
+        );
+    }
+    server.stop().await.unwrap();
+}
+
 fn keyed<T>(message: T, key: &str) -> Request<T> {
     let mut request = Request::new(message);
     if !key.is_empty() {
@@ -476,12 +570,7 @@ async fn a_wallet_pays_orders_from_its_balance_declines_past_it_and_takes_refund
     use tonic_types::StatusExt;
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(&dir.path().join("broker"));
-    let mut config = config::Config::default();
-    config.storage.data_dir = dir.path().join("boxoffice");
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
-    config.kafka.brokers = broker.addr.clone();
-    let server = server::serve::start(&config).await.unwrap();
+    let server = boxoffice(dir.path(), &broker).await;
     let mut shop = Shop::open(server.grpc_addr).await;
     let mut adapter = PaymentAdapter::start(&dir.path().join("payments"), &broker.addr);
     let mut wallet = wallet_at(&adapter).await;
@@ -798,12 +887,7 @@ async fn webhooks_are_verified_applied_once_and_a_lost_one_is_reconciled() {
     use adapters::payments::webhook::sign;
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(&dir.path().join("broker"));
-    let mut config = config::Config::default();
-    config.storage.data_dir = dir.path().join("boxoffice");
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
-    config.kafka.brokers = broker.addr.clone();
-    let server = server::serve::start(&config).await.unwrap();
+    let server = boxoffice(dir.path(), &broker).await;
     let mut shop = Shop::open(server.grpc_addr).await;
     let provider = FakeProvider::default();
     let api = provider.serve().await;

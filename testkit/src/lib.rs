@@ -63,8 +63,18 @@ impl Broker {
 
     /// SIGKILL, then a new broker on the same files and port.
     pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.restart();
+    }
+
+    /// SIGKILL; `restart` brings it back.
+    pub fn kill(&self) {
         self.signal(rustix::process::Signal::KILL);
         std::thread::sleep(Duration::from_millis(200));
+    }
+
+    /// A new broker on the same files and port, after `kill`.
+    pub fn restart(&mut self) {
         let port = self.addr.rsplit(':').next().expect("host:port").to_string();
         // Not `*self = ...`: dropping the old value would stop the new broker.
         let restarted = Broker::start_on(&self.dir, Some(&port));

@@ -306,7 +306,11 @@ impl Adapter {
                 return Ok(Done::Stopping);
             }
             let started = Instant::now();
+            let in_flight =
+                gauge!("boxoffice_payments_charges_in_flight", "provider" => provider.name());
+            in_flight.increment(1.0);
             let answer = provider.charge(&request).await;
+            in_flight.decrement(1.0);
             histogram!("boxoffice_payments_provider_seconds", "provider" => provider.name())
                 .record(started.elapsed().as_secs_f64());
             match answer {
