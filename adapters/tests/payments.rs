@@ -158,6 +158,11 @@ struct Shop {
 
 impl Shop {
     async fn open(addr: std::net::SocketAddr) -> Shop {
+        Shop::open_with_payment_ttl(addr, 0).await
+    }
+
+    /// A shop whose event gives orders `payment_ttl_seconds` to be paid (0: the default).
+    async fn open_with_payment_ttl(addr: std::net::SocketAddr, payment_ttl_seconds: u32) -> Shop {
         let channel = Channel::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect()
@@ -172,6 +177,7 @@ impl Shop {
                 status: v1::EventStatus::OnSale as i32,
                 currency: "EUR".into(),
                 default_hold_ttl_seconds: 600,
+                payment_ttl_seconds,
                 tiers: vec![v1::Tier {
                     code: "GA".into(),
                     name: "Standing".into(),
@@ -1007,10 +1013,45 @@ async fn webhooks_are_verified_applied_once_and_a_lost_one_is_reconciled() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // A success that comes after the payment deadline cancelled the order: the order stays
+    // cancelled and the money goes back, once.
+    let mut late_shop = Shop::open_with_payment_ttl(server.grpc_addr, 2).await;
+    let late = late_shop.order_for("lou", "webhook:card").await;
+    let payment = provider.payment_of(&late.order_id).await;
+    let late_id = payment["id"].as_str().unwrap().to_string();
+    let cancelled = late_shop
+        .settled(std::slice::from_ref(&late), Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        (cancelled[0].status, cancelled[0].cancel_cause),
+        (
+            v1::OrderStatus::Cancelled as i32,
+            v1::CancelCause::PaymentTimeout as i32
+        )
+    );
+    let body = serde_json::json!({"type": "payment.updated", "data": provider.settle(&late_id)})
+        .to_string();
+    let signature = sign("whsec_new_0123456789", now(), body.as_bytes());
+    assert_eq!(post_webhook(&url, &body, Some(&signature)).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while provider.state.lock().unwrap().refunds.len() != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the late payment was never refunded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        late_shop.get(&late).await.status,
+        v1::OrderStatus::Cancelled as i32,
+        "money never resurrects an order"
+    );
     {
         let state = provider.state.lock().unwrap();
-        assert_eq!(state.creations.get(&order.order_id), Some(&1));
-        assert_eq!(state.creations.get(&second.order_id), Some(&1));
+        for o in [&order, &second, &late] {
+            assert_eq!(state.creations.get(&o.order_id), Some(&1));
+        }
         assert!(state.refunds.values().all(|n| *n == 1));
     }
     drop(adapter);

@@ -108,7 +108,7 @@ fn reserve_request(event_id: &str, n: u64) -> v1::ReserveRequest {
     }
 }
 
-fn with_key<T>(message: T) -> Request<T> {
+pub(crate) fn with_key<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert(
         "authorization",
@@ -126,7 +126,7 @@ fn reason(status: &tonic::Status) -> String {
         .map_or_else(|| format!("{:?}", status.code()), |i| i.reason.clone())
 }
 
-async fn connect(addr: SocketAddr) -> Result<Channel> {
+pub(crate) async fn connect(addr: SocketAddr) -> Result<Channel> {
     Channel::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
         .connect()
@@ -269,15 +269,8 @@ async fn stream(addr: SocketAddr, event_id: &str, args: &GrpcArgs) -> Result<Out
 
 /// Runs the modes; returns an error if the audit finds a hold the server does not have.
 pub fn run(args: GrpcArgs) -> Result<()> {
-    let servers = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.server_threads.max(1))
-        .thread_name("bench-server")
-        .enable_all()
-        .build()?;
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bench-client")
-        .enable_all()
-        .build()?;
+    let crate::run::Runtimes { servers, clients } =
+        crate::run::Runtimes::build(args.server_threads)?;
     let temp = match &args.data_dir {
         Some(_) => None,
         None => Some(tempfile::tempdir_in(".").context("temporary data directory")?),

@@ -13,6 +13,7 @@ mod grpc;
 mod in_process;
 mod load;
 mod order_events;
+mod payments;
 mod relay_drain;
 mod report;
 mod results;
@@ -48,6 +49,8 @@ enum Command {
     Grpc(grpc::GrpcArgs),
     /// How fast the order-event relay drains a backlog of outbox entries to a Kafka broker.
     Relay(relay_drain::RelayArgs),
+    /// Confirm to paid end to end: boxoffice, the payment adapter (test provider) and a broker.
+    Payments(Box<payments::PaymentsArgs>),
 }
 
 fn main() -> Result<()> {
@@ -66,6 +69,8 @@ fn main() -> Result<()> {
         // Builds its own runtimes: one for the servers, one for the load generator.
         Command::Grpc(args) => grpc::run(args),
         Command::Relay(args) => runtime()?.block_on(relay_drain::relay(args)),
+        // Builds its own runtimes: one for the server, one for the load generator.
+        Command::Payments(args) => payments::payments(*args),
     }
 }
 

@@ -144,9 +144,27 @@ enum Started {
     Engine(Arc<engine::Engine>),
 }
 
-struct Runtimes {
-    servers: Runtime,
-    clients: Runtime,
+/// The servers' runtime (`server_threads` workers) and the load generator's, apart so that one
+/// never steals the other's threads.
+pub(crate) struct Runtimes {
+    pub servers: Runtime,
+    pub clients: Runtime,
+}
+
+impl Runtimes {
+    pub fn build(server_threads: usize) -> Result<Runtimes> {
+        Ok(Runtimes {
+            servers: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(server_threads.max(1))
+                .thread_name("bench-server")
+                .enable_all()
+                .build()?,
+            clients: tokio::runtime::Builder::new_multi_thread()
+                .thread_name("bench-client")
+                .enable_all()
+                .build()?,
+        })
+    }
 }
 
 fn data_dir_for(args: &RunArgs, n: usize, temp: &mut Vec<tempfile::TempDir>) -> Result<PathBuf> {
@@ -355,17 +373,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if args.targets.is_empty() {
         bail!("no target; use {TARGET_HELP}");
     }
-    let rt = Runtimes {
-        servers: tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.server_threads.max(1))
-            .thread_name("bench-server")
-            .enable_all()
-            .build()?,
-        clients: tokio::runtime::Builder::new_multi_thread()
-            .thread_name("bench-client")
-            .enable_all()
-            .build()?,
-    };
+    let rt = Runtimes::build(args.server_threads)?;
     let machine = machine();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     println!("machine: {machine}");

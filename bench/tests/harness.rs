@@ -445,6 +445,20 @@ fn bad_invocations_are_refused_with_a_reason() {
         &["relay", "--kafka", "127.0.0.1:9092", "--batch-entries", "0"],
         "kafka.batch_entries",
     );
+    check(
+        &["payments", "--kafka", "127.0.0.1:9092", "--orders", "0"],
+        "--orders, --concurrency and --connections must be at least 1",
+    );
+    check(
+        &[
+            "payments",
+            "--kafka",
+            "127.0.0.1:9092",
+            "--adapter",
+            "/nonexistent/boxoffice-payments",
+        ],
+        "no payment adapter at /nonexistent/boxoffice-payments",
+    );
 }
 
 use testkit::Broker;
@@ -505,6 +519,30 @@ fn with_the_relay_on_every_confirmed_order_reaches_the_consumer_and_is_timed() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("drained 2003 entries in"), "{stdout}");
     assert!(stdout.contains(": 2003 messages"), "{stdout}");
+
+    // Confirm to paid through the real payment adapter (built beside the bench): every order
+    // paid once and timed.
+    let out = run_ok(
+        dir.path(),
+        &[
+            "payments",
+            "--kafka",
+            &broker.addr,
+            "--orders",
+            "200",
+            "--concurrency",
+            "16",
+            "--fetch-wait-ms",
+            "20",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("paid 200 of 200 in"), "{stdout}");
+    assert!(stdout.contains("confirm-to-paid latency: p50"), "{stdout}");
+    assert!(
+        stdout.contains("audit: every order paid once, none cancelled"),
+        "{stdout}"
+    );
 }
 
 /// A CA and a certificate for `localhost` signed by it, made with the openssl command.
