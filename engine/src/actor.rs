@@ -14,10 +14,10 @@ use uuid::Uuid;
 use crate::commit::{GroupCommit, Waiter};
 use crate::error::Error;
 use crate::inventory::{
-    CancelOrderRequest, ConfirmRequest, Decision, EventStatus, EventSummary, Hold, HoldId,
-    Inventory, Limits, Order, OrderId, OrderStatus, PaymentResult, Record, RefundOrderRequest,
-    Rejection, ReleaseRequest, ReserveRequest, SeatAvailability, Settlement, TicketClaims,
-    TicketId, TicketIssuer,
+    Admission, CancelOrderRequest, CheckInStats, ConfirmRequest, Decision, EventStatus,
+    EventSummary, Hold, HoldId, Inventory, Limits, Order, OrderId, OrderStatus, PaymentResult,
+    Record, RefundOrderRequest, Rejection, ReleaseRequest, ReserveRequest, Scan, ScanOutcome,
+    SeatAvailability, Settlement, TicketClaims, TicketId, TicketIssuer,
 };
 use crate::memory::StateMemory;
 use crate::outbox::OutboxEntry;
@@ -111,6 +111,20 @@ pub enum EventMsg {
         status: EventStatus,
         permit: OwnedSemaphorePermit,
         reply: Reply<EventStatus>,
+    },
+    CheckIn {
+        scan: Scan,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<Admission>,
+    },
+    UploadScans {
+        scans: Vec<(Scan, u64)>,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<Vec<Result<ScanOutcome, Rejection>>>,
+    },
+    CheckInStats {
+        permit: OwnedSemaphorePermit,
+        reply: Reply<CheckInStats>,
     },
     GetHold {
         hold_id: HoldId,
@@ -503,6 +517,16 @@ impl Actor for EventActor {
                 permit,
                 reply,
             } => state.command(permit, reply, |inv, now, _| inv.set_status(status, now)),
+            EventMsg::CheckIn {
+                scan,
+                permit,
+                reply,
+            } => state.command(permit, reply, |inv, now, _| inv.check_in(&scan, now)),
+            EventMsg::UploadScans {
+                scans,
+                permit,
+                reply,
+            } => state.command(permit, reply, |inv, now, _| inv.upload_scans(&scans, now)),
             // Reads go through the commit queue too, so that nobody sees a change before it is
             // durable; with nothing new to write they are answered at the end of the round
             // already under way.
@@ -516,6 +540,9 @@ impl Actor for EventActor {
                 permit,
                 reply,
             } => state.read(permit, reply, |inv, _| Ok(inv.order(order_id)?)),
+            EventMsg::CheckInStats { permit, reply } => {
+                state.read(permit, reply, |inv, _| Ok(inv.check_in_stats()))
+            }
             EventMsg::Summary { permit, reply } => {
                 state.read(permit, reply, |inv, _| Ok(inv.summary()))
             }

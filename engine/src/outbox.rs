@@ -83,13 +83,16 @@ impl OutboxEntry {
     pub fn made_by(record: &Record) -> bool {
         !matches!(
             record,
-            Record::HoldPlaced { .. } | Record::HoldReleased { .. } | Record::HoldsExpired { .. }
+            Record::HoldPlaced { .. }
+                | Record::HoldReleased { .. }
+                | Record::HoldsExpired { .. }
+                | Record::ScansRecorded { .. }
         )
     }
 
     /// The entry `record` made, read from `inventory` right after it applied the record: `None`
     /// for records that change nothing downstream services see (holds placed, released,
-    /// expired). A creation record carries no time: its entry is stamped `now_ms`.
+    /// expired; scans at the gates). A creation record carries no time: its entry is stamped `now_ms`.
     pub fn after(inventory: &Inventory, record: &Record, now_ms: u64) -> Option<OutboxEntry> {
         let (at_ms, change) = match record {
             Record::Created { spec } => (now_ms, Change::EventCreated { spec: spec.clone() }),
@@ -157,7 +160,8 @@ impl OutboxEntry {
             ),
             Record::HoldPlaced { .. }
             | Record::HoldReleased { .. }
-            | Record::HoldsExpired { .. } => {
+            | Record::HoldsExpired { .. }
+            | Record::ScansRecorded { .. } => {
                 return None;
             }
         };

@@ -19,9 +19,10 @@ use crate::actor::{
 use crate::commit::{CommitStats, GroupCommit};
 use crate::error::Error;
 use crate::inventory::{
-    CancelOrderRequest, ConfirmRequest, EventId, EventSpec, EventStatus, EventSummary, Hold,
-    HoldId, Inventory, Limits, Order, OrderId, PaymentResult, RefundOrderRequest, Rejection,
-    ReleaseRequest, ReserveRequest, SeatAvailability, Settlement,
+    Admission, CancelOrderRequest, CheckInStats, ConfirmRequest, EventId, EventSpec, EventStatus,
+    EventSummary, Hold, HoldId, Inventory, Limits, Order, OrderId, PaymentResult,
+    RefundOrderRequest, Rejection, ReleaseRequest, ReserveRequest, Scan, ScanOutcome,
+    SeatAvailability, Settlement,
 };
 use crate::memory::StateMemory;
 use crate::outbox::OutboxEntry;
@@ -582,6 +583,35 @@ impl EventHandle {
             reply,
         })
         .await
+    }
+
+    /// Lets a ticket in at a gate, once; a retry of the admitting scan answers it again.
+    pub async fn check_in(&self, scan: Scan) -> Result<Admission, Error> {
+        self.ask(1, |permit, reply| EventMsg::CheckIn {
+            scan,
+            permit,
+            reply,
+        })
+        .await
+    }
+
+    /// Records scans made offline, each at the time given; one answer per scan.
+    pub async fn upload_scans(
+        &self,
+        scans: Vec<(Scan, u64)>,
+    ) -> Result<Vec<Result<ScanOutcome, Rejection>>, Error> {
+        let work = scans.len().max(1) as u32;
+        self.ask(work, |permit, reply| EventMsg::UploadScans {
+            scans,
+            permit,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn check_in_stats(&self) -> Result<CheckInStats, Error> {
+        self.ask(1, |permit, reply| EventMsg::CheckInStats { permit, reply })
+            .await
     }
 
     pub async fn hold(&self, hold_id: HoldId) -> Result<Hold, Error> {

@@ -226,24 +226,10 @@ pub fn verify_with(
     token: &str,
     key: impl Fn(u32) -> Option<VerifyingKey>,
 ) -> Result<TicketClaims, TokenError> {
-    if token.len() > MAX_TOKEN_CHARS {
-        return Err(TokenError::Malformed);
-    }
-    let bytes = URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| TokenError::Encoding)?;
-    if bytes.len() < 1 + 4 + 32 + SIGNATURE_BYTES {
-        return Err(TokenError::Malformed);
-    }
+    let bytes = decode(token)?;
     let (signed, signature) = bytes.split_at(bytes.len() - SIGNATURE_BYTES);
     let mut reader = Reader(signed);
-    let version = reader.u8()?;
-    if version != VERSION {
-        return Err(TokenError::Version(version));
-    }
-    let key_id = u32::from_be_bytes(reader.take(4)?.try_into().expect("4 bytes"));
-    let ticket = Uuid::from_slice(reader.take(16)?).map_err(|_| TokenError::Malformed)?;
-    let event = Uuid::from_slice(reader.take(16)?).map_err(|_| TokenError::Malformed)?;
+    let (key_id, ticket, event) = reader.head()?;
     let tier = reader.string()?;
     let section = reader.string()?;
     let row = reader.string()?;
@@ -262,12 +248,35 @@ pub fn verify_with(
         number,
     });
     Ok(TicketClaims {
-        ticket_id: TicketId(ticket),
-        event_id: EventId(event),
+        ticket_id: ticket,
+        event_id: event,
         tier,
         seat,
         holder,
     })
+}
+
+/// The ticket and event a token names, read without checking its signature: check-in compares
+/// the whole token with the one the event issued for that ticket, which only the engine's key
+/// could have made.
+pub fn read_ids(token: &str) -> Result<(TicketId, EventId), TokenError> {
+    let bytes = decode(token)?;
+    let (_, ticket, event) = Reader(&bytes).head()?;
+    Ok((ticket, event))
+}
+
+/// A token's bytes, at least as long as the fixed parts.
+fn decode(token: &str) -> Result<Vec<u8>, TokenError> {
+    if token.len() > MAX_TOKEN_CHARS {
+        return Err(TokenError::Malformed);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| TokenError::Encoding)?;
+    if bytes.len() < 1 + 4 + 32 + SIGNATURE_BYTES {
+        return Err(TokenError::Malformed);
+    }
+    Ok(bytes)
 }
 
 /// Verifies a token with public keys as `CheckIn.GetEventKeys` serves them.
@@ -316,6 +325,18 @@ impl<'a> Reader<'a> {
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
         Ok(head)
+    }
+
+    /// The version (which must be 1), key id, ticket id and event id.
+    fn head(&mut self) -> Result<(u32, TicketId, EventId), TokenError> {
+        let version = self.u8()?;
+        if version != VERSION {
+            return Err(TokenError::Version(version));
+        }
+        let key_id = u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes"));
+        let ticket = Uuid::from_slice(self.take(16)?).map_err(|_| TokenError::Malformed)?;
+        let event = Uuid::from_slice(self.take(16)?).map_err(|_| TokenError::Malformed)?;
+        Ok((key_id, TicketId(ticket), EventId(event)))
     }
 
     fn u8(&mut self) -> Result<u8, TokenError> {

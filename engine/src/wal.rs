@@ -42,8 +42,9 @@ impl From<std::io::Error> for StorageError {
 }
 
 /// The version of what the data directory holds (records, snapshots, outbox entries), written to
-/// `<data_dir>/FORMAT` when the log is made. Version 2 added payments and tickets to orders.
-pub const FORMAT_VERSION: u32 = 2;
+/// `<data_dir>/FORMAT` when the log is made. Version 2 added payments and tickets to orders,
+/// version 3 check-ins.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Refuses a data directory written in another format, naming both; marks a new one.
 pub fn check_format(data_dir: &Path) -> Result<(), StorageError> {
@@ -581,13 +582,13 @@ mod tests {
         check_format(dir.path()).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
-            "2\n"
+            "3\n"
         );
         check_format(dir.path()).unwrap();
-        std::fs::write(dir.path().join("FORMAT"), "3\n").unwrap();
+        std::fs::write(dir.path().join("FORMAT"), "2\n").unwrap();
         let err = check_format(dir.path()).unwrap_err().to_string();
         assert!(
-            err.contains("format 3") && err.contains("reads format 2"),
+            err.contains("format 2") && err.contains("reads format 3"),
             "{err}"
         );
         let old = tempfile::tempdir().unwrap();

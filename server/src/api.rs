@@ -262,6 +262,125 @@ impl v1::check_in_server::CheckIn for Api {
         })
         .await
     }
+
+    async fn check_in(
+        &self,
+        request: Request<v1::CheckInRequest>,
+    ) -> Result<Response<v1::CheckInResponse>, Status> {
+        self.unary("CheckIn", async {
+            let r = request.into_inner();
+            let event = convert::event_id(&r.event_id)?;
+            let scan = convert::scan(event, r.token, r.gate_id, r.scan_id)?;
+            let gate = scan.gate.clone();
+            let answer = self.engine.event(event)?.check_in(scan).await;
+            telemetry::scan(
+                &gate,
+                if answer.is_ok() {
+                    "admitted"
+                } else {
+                    "refused"
+                },
+            );
+            Ok(v1::CheckInResponse {
+                admission: Some(convert::admission_to_proto(&answer?)),
+            })
+        })
+        .await
+    }
+
+    async fn upload_scans(
+        &self,
+        request: Request<v1::UploadScansRequest>,
+    ) -> Result<Response<v1::UploadScansResponse>, Status> {
+        use engine::inventory::ScanOutcome;
+        use v1::scan_result::Outcome;
+        self.unary("UploadScans", async {
+            let r = request.into_inner();
+            let event = convert::event_id(&r.event_id)?;
+            if r.scans.is_empty() || r.scans.len() > engine::inventory::MAX_SCANS_PER_UPLOAD {
+                return Err(ApiError::invalid(format!(
+                    "scans: 1..={} per upload, not {}",
+                    engine::inventory::MAX_SCANS_PER_UPLOAD,
+                    r.scans.len()
+                )));
+            }
+            // Scans whose token does not even name a ticket of this event are answered here;
+            // the rest go to the event in one decision.
+            let mut results: Vec<Option<v1::ScanResult>> = Vec::with_capacity(r.scans.len());
+            let mut judged = Vec::new();
+            for s in r.scans {
+                let at_ms = s.scanned_at.map_or(0, |t| {
+                    (t.seconds.max(0) as u64).saturating_mul(1_000)
+                        + u64::from(t.nanos.clamp(0, 999_999_999) as u32 / 1_000_000)
+                });
+                let scan_id = s.scan_id.clone();
+                match convert::scan(event, s.token, s.gate_id, s.scan_id) {
+                    Ok(scan) => {
+                        judged.push((scan, at_ms));
+                        results.push(None);
+                    }
+                    Err(e) => results.push(Some(v1::ScanResult {
+                        scan_id,
+                        outcome: Outcome::Refused as i32,
+                        admission: None,
+                        error: Some(e.to_detail()),
+                    })),
+                }
+            }
+            let gates: Vec<String> = judged.iter().map(|(s, _)| s.gate.clone()).collect();
+            let scan_ids: Vec<String> = judged.iter().map(|(s, _)| s.scan_id.clone()).collect();
+            let mut answers = if judged.is_empty() {
+                Vec::new()
+            } else {
+                self.engine.event(event)?.upload_scans(judged).await?
+            }
+            .into_iter()
+            .zip(gates.iter().zip(scan_ids));
+            for slot in results.iter_mut().filter(|r| r.is_none()) {
+                let (answer, (gate, scan_id)) = answers.next().expect("one answer per scan");
+                let (outcome, admission, error) = match answer {
+                    Ok(ScanOutcome::Admitted(a)) => (Outcome::Admitted, Some(a), None),
+                    Ok(ScanOutcome::Conflict { first }) => (Outcome::Conflict, Some(first), None),
+                    Ok(ScanOutcome::Repeated { first, .. }) => {
+                        (Outcome::Repeated, Some(first), None)
+                    }
+                    Err(r) => {
+                        let e = ApiError::from(engine::Error::Rejected(r));
+                        (Outcome::Refused, None, Some(e.to_detail()))
+                    }
+                };
+                let label = match outcome {
+                    Outcome::Admitted => "admitted",
+                    Outcome::Conflict => "conflict",
+                    Outcome::Repeated => "repeated",
+                    _ => "refused",
+                };
+                telemetry::scan(gate, label);
+                *slot = Some(v1::ScanResult {
+                    scan_id,
+                    outcome: outcome as i32,
+                    admission: admission.as_ref().map(convert::admission_to_proto),
+                    error,
+                });
+            }
+            Ok(v1::UploadScansResponse {
+                results: results.into_iter().map(|r| r.expect("answered")).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn get_check_in_stats(
+        &self,
+        request: Request<v1::GetCheckInStatsRequest>,
+    ) -> Result<Response<v1::GetCheckInStatsResponse>, Status> {
+        self.unary("GetCheckInStats", async {
+            let event = convert::event_id(&request.get_ref().event_id)?;
+            let stats = self.engine.event(event)?.check_in_stats().await?;
+            Ok(convert::check_in_stats_to_proto(&stats))
+        })
+        .await
+    }
 }
 
 #[tonic::async_trait]

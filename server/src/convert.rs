@@ -600,3 +600,57 @@ pub fn order_event_type(change: &engine::outbox::Change) -> &'static str {
         Change::RefundRequested { .. } => "boxoffice.order.refund_requested.v1",
     }
 }
+
+/// A scan's token and ids, checked: the token decodes and names `event`. Refused with
+/// INVALID_TICKET otherwise (ticket_id as read, if it could be).
+pub fn scan(
+    event: EventId,
+    token: String,
+    gate: String,
+    scan_id: String,
+) -> Result<engine::inventory::Scan, ApiError> {
+    let invalid = |why: String| {
+        ApiError::new(
+            tonic::Code::InvalidArgument,
+            "INVALID_TICKET",
+            format!("the token is not a ticket of this event: {why}"),
+        )
+    };
+    let (ticket_id, named) =
+        engine::tickets::read_ids(&token).map_err(|e| invalid(e.to_string()))?;
+    if named != event {
+        return Err(invalid(format!("it names event {named}")).with("ticket_id", ticket_id));
+    }
+    Ok(engine::inventory::Scan {
+        ticket_id,
+        token,
+        gate,
+        scan_id,
+    })
+}
+
+pub fn admission_to_proto(a: &engine::inventory::Admission) -> v1::Admission {
+    v1::Admission {
+        ticket_id: a.ticket_id.to_string(),
+        gate_id: a.gate.clone(),
+        scan_id: a.scan_id.clone(),
+        checked_in_at: timestamp(a.at_ms),
+    }
+}
+
+pub fn check_in_stats_to_proto(s: &engine::inventory::CheckInStats) -> v1::GetCheckInStatsResponse {
+    v1::GetCheckInStatsResponse {
+        tickets_live: s.tickets_live,
+        admitted: s.admitted,
+        conflicts: s.conflicts,
+        gates: s
+            .gates
+            .iter()
+            .map(|g| v1::GateStats {
+                gate_id: g.gate.clone(),
+                admitted: g.admitted,
+                conflicts: g.conflicts,
+            })
+            .collect(),
+    }
+}

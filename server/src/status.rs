@@ -38,6 +38,10 @@ pub const REASONS: &[&str] = &[
     "HOLD_ALREADY_CONFIRMED",
     "ORDER_NOT_FOUND",
     "ORDER_NOT_CANCELLABLE",
+    "ORDER_NOT_REFUNDABLE",
+    "INVALID_TICKET",
+    "TICKET_VOID",
+    "ALREADY_CHECKED_IN",
     "EVENT_NOT_FOUND",
     "TOO_MANY_EVENTS",
     "OVERLOADED",
@@ -238,6 +242,22 @@ fn rejection(r: Rejection, message: String) -> ApiError {
                 .with("order_id", order)
                 .with("status", crate::convert::order_status_name(status))
         }
+        Rejection::InvalidTicket(ticket) => {
+            new(InvalidArgument, "INVALID_TICKET").with("ticket_id", ticket)
+        }
+        Rejection::TicketVoid { ticket, status } => new(FailedPrecondition, "TICKET_VOID")
+            .with("ticket_id", ticket)
+            .with("status", crate::convert::order_status_name(status)),
+        Rejection::AlreadyCheckedIn {
+            ticket,
+            gate,
+            scan_id,
+            at_ms,
+        } => new(FailedPrecondition, "ALREADY_CHECKED_IN")
+            .with("ticket_id", ticket)
+            .with("gate_id", gate)
+            .with("scan_id", scan_id)
+            .with("checked_in_at", kafka::rfc3339_ms(at_ms)),
     }
 }
 
@@ -251,6 +271,7 @@ mod tests {
         let docs = [
             include_str!("../../proto/boxoffice/v1/reservations.proto"),
             include_str!("../../proto/boxoffice/v1/event_admin.proto"),
+            include_str!("../../proto/boxoffice/v1/check_in.proto"),
         ]
         .concat();
         for reason in REASONS {

@@ -12,10 +12,12 @@
 //! snapshot and a log record encode can be read in one place. The commands and the parts of
 //! `apply` live with the aggregate they change: `holds.rs` holds, their deadlines and the
 //! customers' tallies; `orders.rs` orders made and cancelled; `payments.rs` payment results,
-//! payment deadlines and refunds; `tickets.rs` the tickets a paid order issues; `keys.rs` client
+//! payment deadlines and refunds; `tickets.rs` the tickets a paid order issues; `checkins.rs`
+//! tickets let in at the gates; `keys.rs` client
 //! keys; `spec.rs` the limits, the spec's checks and the event's status; `views.rs` the
 //! read-only views.
 
+mod checkins;
 mod ended;
 mod footprint;
 mod holds;
@@ -31,6 +33,8 @@ mod tickets;
 mod views;
 
 #[cfg(test)]
+mod checkin_tests;
+#[cfg(test)]
 mod payment_tests;
 #[cfg(test)]
 mod tests;
@@ -45,6 +49,10 @@ use serde::{Deserialize, Serialize};
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
+pub use checkins::{
+    Admission, CheckInStats, GateCounts, MAX_GATES_PER_EVENT, MAX_SCAN_ID_BYTES,
+    MAX_SCANS_PER_TICKET, MAX_SCANS_PER_UPLOAD, Scan, ScanOutcome, ScanRecord,
+};
 use ended::EndedNotes;
 pub use model::*;
 pub use rejection::Rejection;
@@ -147,6 +155,10 @@ pub enum Record {
         amount_minor: u64,
         why: String,
         at_ms: u64,
+    },
+    /// Tickets let in at gates, and scans of tickets already in that were made offline.
+    ScansRecorded {
+        scans: Vec<ScanRecord>,
     },
 }
 
@@ -295,6 +307,14 @@ pub struct Inventory {
     /// cancelled before it are dropped when their deadline comes first, as for `expiry`.
     payment_deadlines: BTreeMap<u64, Vec<OrderId>>,
     customers: ShardedMap<Arc<str>, Tally>,
+    /// Tickets let in, with the scans recorded for each.
+    admissions: ShardedMap<TicketId, checkins::TicketScans>,
+    /// Check-in counts per gate, in the order gates first scanned.
+    gates: Vec<GateCounts>,
+    /// Every issued ticket: its order and its place in the order's tickets; derived from
+    /// `orders`, rebuilt on restore.
+    #[serde(skip)]
+    ticket_index: ShardedMap<TicketId, (OrderId, u32)>,
     /// How recently ended holds ended, for precise answers to late confirms.
     ended: EndedNotes,
     /// The order each confirmed hold became; derived from `orders`, rebuilt on restore.
@@ -443,6 +463,9 @@ impl Inventory {
             orders: ShardedMap::default(),
             payment_deadlines: BTreeMap::new(),
             customers: ShardedMap::with_capacity(expected),
+            admissions: ShardedMap::default(),
+            gates: Vec::new(),
+            ticket_index: ShardedMap::default(),
             ended: EndedNotes::default(),
             order_of_hold: ShardedMap::default(),
             keys: HashMap::default(),
@@ -463,6 +486,26 @@ impl Inventory {
         self.lookup = Lookup::build(&self.spec, &self.seats);
         self.fixed_bytes = Inventory::fixed_bytes(&self.spec, &self.seats);
         self.order_of_hold = self.orders.iter().map(|(id, o)| (o.hold_id, *id)).collect();
+        self.ticket_index = self
+            .orders
+            .iter()
+            .flat_map(|(id, o)| {
+                o.issued
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, t)| (t.id, (*id, i as u32)))
+            })
+            .collect();
+        let scanned: u64 = self
+            .admissions
+            .iter()
+            .map(|(_, a)| checkins::scans_text(a))
+            .sum::<u64>()
+            + self
+                .gates
+                .iter()
+                .map(|g| footprint::heap(g.gate.len()))
+                .sum::<u64>();
         let customers: u64 = self
             .holds
             .iter()
@@ -471,7 +514,7 @@ impl Inventory {
         let ordered: u64 = self.orders.iter().map(|(_, o)| orders::order_text(o)).sum();
         let keys: u64 = self.keys.keys().map(KeyId::text).sum();
         let queued: u64 = self.key_queue.iter().map(|(_, id)| id.text()).sum();
-        self.text_bytes = customers + ordered + keys + queued;
+        self.text_bytes = customers + ordered + keys + queued + scanned;
         self
     }
 
@@ -550,6 +593,7 @@ impl Inventory {
                 provider_ref,
                 ..
             } => self.apply_refund_requested(*order_id, provider, provider_ref),
+            Record::ScansRecorded { scans } => self.apply_scans_recorded(scans),
         }
         if crate::outbox::OutboxEntry::made_by(record) {
             self.outbox_seq += 1;
@@ -684,5 +728,6 @@ impl Inventory {
                 "tally of {c}"
             );
         }
+        self.audit_check_ins();
     }
 }

@@ -7,14 +7,14 @@ use super::tests::{
 use super::*;
 use crate::tickets::TicketKeys;
 
-fn issuer(dir: &tempfile::TempDir) -> TestIssuer {
+pub(super) fn issuer(dir: &tempfile::TempDir) -> TestIssuer {
     TestIssuer {
         keys: TicketKeys::open(dir.path()).unwrap(),
         next: 0,
     }
 }
 
-fn approved(order: OrderId, reference: &str, amount_minor: u64) -> PaymentResult {
+pub(super) fn approved(order: OrderId, reference: &str, amount_minor: u64) -> PaymentResult {
     PaymentResult {
         order_id: order,
         provider: "test".into(),
@@ -38,7 +38,7 @@ fn declined(order: OrderId) -> PaymentResult {
 
 /// An event with order `oid(1)`: 2 GA tickets (2 x 2,650) and order `oid(2)`: seats A/1/1 and
 /// A/1/2 (2 x 4,200), both pending payment since `T0`; and the log that made them.
-fn two_orders() -> (Inventory, Vec<Record>) {
+pub(super) fn two_orders() -> (Inventory, Vec<Record>) {
     let mut inv = event();
     let mut log = vec![Record::Created { spec: spec() }];
     let lim = limits();

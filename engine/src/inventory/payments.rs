@@ -234,6 +234,7 @@ impl Inventory {
             order.payment = Some(payment.clone());
             order.issued = tickets.to_vec();
         });
+        self.index_tickets(order_id, tickets);
     }
 
     /// Performs `Record::OrderRefunded`.

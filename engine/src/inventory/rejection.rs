@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{EventStatus, HoldId, OrderId, OrderStatus, SeatRef};
+use super::model::{EventStatus, HoldId, OrderId, OrderStatus, SeatRef, TicketId};
 
 /// How much of a bad value a message quotes.
 const QUOTE_BYTES: usize = 48;
@@ -122,4 +122,20 @@ pub enum Rejection {
     OrderNotCancellable { order: OrderId, status: OrderStatus },
     #[error("order {order} is {status:?}; only a paid order can be refunded")]
     OrderNotRefundable { order: OrderId, status: OrderStatus },
+
+    // --- check-in ---
+    #[error("the token is not a ticket of this event, or not as issued (ticket id {0} as read)")]
+    InvalidTicket(TicketId),
+    #[error("ticket {ticket} is void: its order is {status:?}")]
+    TicketVoid {
+        ticket: TicketId,
+        status: OrderStatus,
+    },
+    #[error("ticket {ticket} was checked in at gate {gate} by scan {scan_id}")]
+    AlreadyCheckedIn {
+        ticket: TicketId,
+        gate: String,
+        scan_id: String,
+        at_ms: u64,
+    },
 }

@@ -6,6 +6,7 @@ mod support;
 
 mod bad_input;
 mod bounded;
+mod check_in;
 mod deadline;
 mod flow;
 mod health;

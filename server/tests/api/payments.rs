@@ -16,9 +16,9 @@ use tonic::Code;
 use crate::order_events::{Broker, dedup_in_order, reader, receive_until};
 use crate::support::*;
 
-const PAYMENTS: &str = "boxoffice.payments.v1";
+pub(crate) const PAYMENTS: &str = "boxoffice.payments.v1";
 
-async fn send(producer: &FutureProducer, event_id: &str, payload: Vec<u8>) {
+pub(crate) async fn send(producer: &FutureProducer, event_id: &str, payload: Vec<u8>) {
     producer
         .send(
             FutureRecord::to(PAYMENTS).key(event_id).payload(&payload),
@@ -28,7 +28,7 @@ async fn send(producer: &FutureProducer, event_id: &str, payload: Vec<u8>) {
         .expect("the broker took the result");
 }
 
-fn approved(order: &v1::Order, reference: &str) -> Vec<u8> {
+pub(crate) fn approved(order: &v1::Order, reference: &str) -> Vec<u8> {
     v1::PaymentResult {
         event_id: order.event_id.clone(),
         order_id: order.order_id.clone(),
@@ -82,7 +82,7 @@ async fn event_keys(server: &Server, event: &str) -> v1::GetEventKeysResponse {
 }
 
 /// `count` orders of 2 GA tickets each, by customers buyer-0, buyer-1, ..., pending payment.
-async fn confirmed_orders(c: &mut Clients, event: &str, count: usize) -> Vec<v1::Order> {
+pub(crate) async fn confirmed_orders(c: &mut Clients, event: &str, count: usize) -> Vec<v1::Order> {
     let mut orders = Vec::with_capacity(count);
     for n in 0..count {
         let hold = c
@@ -99,7 +99,7 @@ async fn confirmed_orders(c: &mut Clients, event: &str, count: usize) -> Vec<v1:
 }
 
 /// Polls the order until `done` holds, for at most 30 s.
-async fn order_until(
+pub(crate) async fn order_until(
     c: &mut Clients,
     order: &v1::Order,
     done: impl Fn(&v1::Order) -> bool,

@@ -1,0 +1,429 @@
+//! Check-ins: tickets let in at the gates, once each. A scan names a ticket by the token its QR
+//! code holds; the token must be the very one this event issued for that ticket (which also
+//! proves its signature: only the engine's key made it), and the ticket's order must still be
+//! paid. The first scan of a ticket admits it and is recorded; a later one is refused with the
+//! first admission (`Rejection::AlreadyCheckedIn`) when made online, and recorded as a conflict
+//! when it was made offline and uploaded after (`upload_scans`), so that nothing a gate saw is
+//! dropped. A scan id already recorded for the ticket repeats its first outcome and changes
+//! nothing: a scanner may retry freely.
+
+use super::*;
+
+/// Gates an event counts, at most; a scan at one more is refused.
+pub const MAX_GATES_PER_EVENT: usize = 1_000;
+/// Scans recorded for one ticket (its admission and conflicts), at most.
+pub const MAX_SCANS_PER_TICKET: usize = 32;
+/// Scans in one upload, at most.
+pub const MAX_SCANS_PER_UPLOAD: usize = 1_000;
+/// Longest gate id and scan id, bytes.
+pub const MAX_SCAN_ID_BYTES: usize = 128;
+
+/// A ticket presented at a gate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scan {
+    /// The ticket the token names, as read from it (not trusted until it matches the issued
+    /// token).
+    pub ticket_id: TicketId,
+    pub token: String,
+    pub gate: String,
+    pub scan_id: String,
+}
+
+/// A ticket let in: where, when and by which scan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admission {
+    pub ticket_id: TicketId,
+    pub gate: String,
+    pub scan_id: String,
+    pub at_ms: u64,
+}
+
+/// What an uploaded scan came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanOutcome {
+    /// This scan let the ticket in.
+    Admitted(Admission),
+    /// Another scan let the ticket in first; this one is recorded as a conflict.
+    Conflict { first: Admission },
+    /// This scan was recorded before (a retried upload): nothing changed. `admitted` says
+    /// whether it was the one that let the ticket in.
+    Repeated { first: Admission, admitted: bool },
+}
+
+/// A scan as the log keeps it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ScanRecord {
+    pub ticket_id: TicketId,
+    pub gate: String,
+    pub scan_id: String,
+    pub at_ms: u64,
+    /// Made after the ticket was already in (an offline scan uploaded later).
+    pub conflict: bool,
+}
+
+/// A ticket that is in: its admission and every scan id recorded for it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct TicketScans {
+    admission: Admission,
+    /// The admission's scan id first, then each conflict's.
+    scan_ids: Vec<String>,
+}
+
+/// Counts of one gate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateCounts {
+    pub gate: String,
+    pub admitted: u64,
+    pub conflicts: u64,
+}
+
+/// Check-in figures of an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckInStats {
+    /// Tickets of paid orders.
+    pub tickets_live: u64,
+    pub admitted: u64,
+    pub conflicts: u64,
+    /// Per gate, in the order gates first scanned.
+    pub gates: Vec<GateCounts>,
+}
+
+/// The scans of one decision so far, over the state: an upload may scan a ticket twice.
+#[derive(Default)]
+struct Pending {
+    admitted: HashMap<TicketId, Admission>,
+    scan_ids: HashSet<(TicketId, String)>,
+    /// Gates the event did not know before this decision.
+    gates: HashSet<String>,
+}
+
+impl Inventory {
+    /// Decides an online scan: the ticket's admission, or why not. A retry of the scan that let
+    /// the ticket in answers that admission again and records nothing.
+    pub fn check_in(&mut self, scan: &Scan, now_ms: u64) -> Result<Decision<Admission>, Rejection> {
+        match self.judge(scan, now_ms, &Pending::default())? {
+            Judged::New(admission) => {
+                let record = Record::ScansRecorded {
+                    scans: vec![scan_record(scan, now_ms, false)],
+                };
+                self.apply(&record);
+                Ok(Decision {
+                    record: Some(record),
+                    answer: admission,
+                })
+            }
+            Judged::Repeat { first, admitted } => {
+                if admitted {
+                    Ok(Decision {
+                        record: None,
+                        answer: first,
+                    })
+                } else {
+                    Err(already(first))
+                }
+            }
+            Judged::AlreadyIn(first) => Err(already(first)),
+        }
+    }
+
+    /// Decides scans made offline, each at the time it was made (`at_ms`, at most `now_ms`), in
+    /// order: one answer per scan, and one record for all those that change something. A scan of
+    /// a ticket already in is recorded as a conflict.
+    #[allow(clippy::type_complexity)]
+    pub fn upload_scans(
+        &mut self,
+        scans: &[(Scan, u64)],
+        now_ms: u64,
+    ) -> Result<Decision<Vec<Result<ScanOutcome, Rejection>>>, Rejection> {
+        if scans.is_empty() || scans.len() > MAX_SCANS_PER_UPLOAD {
+            return Err(Rejection::Invalid(format!(
+                "an upload holds 1..={MAX_SCANS_PER_UPLOAD} scans, not {}",
+                scans.len()
+            )));
+        }
+        let mut pending = Pending::default();
+        let mut records = Vec::new();
+        let mut answers = Vec::with_capacity(scans.len());
+        for (scan, at_ms) in scans {
+            let at_ms = (*at_ms).min(now_ms);
+            let answer = match self.judge(scan, at_ms, &pending) {
+                Ok(Judged::New(admission)) => {
+                    let new_gate = !self.knows_gate(&scan.gate);
+                    pending.note(scan, Some(&admission), new_gate);
+                    records.push(scan_record(scan, at_ms, false));
+                    Ok(ScanOutcome::Admitted(admission))
+                }
+                Ok(Judged::AlreadyIn(first)) => {
+                    if self.scan_count(scan.ticket_id, &pending) >= MAX_SCANS_PER_TICKET {
+                        Err(Rejection::Invalid(format!(
+                            "ticket {} has {MAX_SCANS_PER_TICKET} scans recorded, the most",
+                            scan.ticket_id
+                        )))
+                    } else {
+                        pending.note(scan, None, !self.knows_gate(&scan.gate));
+                        records.push(scan_record(scan, at_ms, true));
+                        Ok(ScanOutcome::Conflict { first })
+                    }
+                }
+                Ok(Judged::Repeat { first, admitted }) => {
+                    Ok(ScanOutcome::Repeated { first, admitted })
+                }
+                Err(r) => Err(r),
+            };
+            answers.push(answer);
+        }
+        let record = (!records.is_empty()).then_some(Record::ScansRecorded { scans: records });
+        if let Some(r) = &record {
+            self.apply(r);
+        }
+        Ok(Decision {
+            record,
+            answer: answers,
+        })
+    }
+
+    /// The event's check-in figures.
+    pub fn check_in_stats(&self) -> CheckInStats {
+        let tickets_live = self
+            .orders
+            .iter()
+            .filter(|(_, o)| o.status == OrderStatus::Paid)
+            .map(|(_, o)| u64::from(o.tickets))
+            .sum();
+        CheckInStats {
+            tickets_live,
+            admitted: self.gates.iter().map(|g| g.admitted).sum(),
+            conflicts: self.gates.iter().map(|g| g.conflicts).sum(),
+            gates: self.gates.clone(),
+        }
+    }
+
+    /// The ticket of a scan, checked: issued by this event as presented, its order paid.
+    fn judge(&self, scan: &Scan, at_ms: u64, pending: &Pending) -> Result<Judged, Rejection> {
+        for (what, value) in [("gate_id", &scan.gate), ("scan_id", &scan.scan_id)] {
+            if value.is_empty()
+                || value.len() > MAX_SCAN_ID_BYTES
+                || value.chars().any(char::is_control)
+            {
+                return Err(Rejection::Invalid(format!(
+                    "{what} {} must be 1..={MAX_SCAN_ID_BYTES} bytes without control characters",
+                    rejection::quote(value)
+                )));
+            }
+        }
+        let invalid = || Rejection::InvalidTicket(scan.ticket_id);
+        let &(order_id, index) = self.ticket_index.get(&scan.ticket_id).ok_or_else(invalid)?;
+        let order = &self.orders[&order_id];
+        if order.issued[index as usize].token != scan.token {
+            return Err(invalid());
+        }
+        if order.status != OrderStatus::Paid {
+            return Err(Rejection::TicketVoid {
+                ticket: scan.ticket_id,
+                status: order.status,
+            });
+        }
+        let recorded = self.admissions.get(&scan.ticket_id);
+        let first = pending
+            .admitted
+            .get(&scan.ticket_id)
+            .or(recorded.map(|r| &r.admission));
+        if !self.knows_gate(&scan.gate)
+            && !pending.gates.contains(&scan.gate)
+            && self.gates.len() + pending.gates.len() >= MAX_GATES_PER_EVENT
+        {
+            return Err(Rejection::Invalid(format!(
+                "the event counts {MAX_GATES_PER_EVENT} gates, the most; gate {} is one more",
+                rejection::quote(&scan.gate)
+            )));
+        }
+        let Some(first) = first else {
+            return Ok(Judged::New(Admission {
+                ticket_id: scan.ticket_id,
+                gate: scan.gate.clone(),
+                scan_id: scan.scan_id.clone(),
+                at_ms,
+            }));
+        };
+        let seen = recorded.is_some_and(|r| r.scan_ids.contains(&scan.scan_id))
+            || pending
+                .scan_ids
+                .contains(&(scan.ticket_id, scan.scan_id.clone()));
+        if seen {
+            return Ok(Judged::Repeat {
+                first: first.clone(),
+                admitted: first.scan_id == scan.scan_id,
+            });
+        }
+        Ok(Judged::AlreadyIn(first.clone()))
+    }
+
+    fn knows_gate(&self, gate: &str) -> bool {
+        self.gates.iter().any(|g| g.gate == gate)
+    }
+
+    fn scan_count(&self, ticket: TicketId, pending: &Pending) -> usize {
+        let recorded = self.admissions.get(&ticket).map_or(0, |r| r.scan_ids.len());
+        let in_upload = pending
+            .scan_ids
+            .iter()
+            .filter(|(t, _)| *t == ticket)
+            .count();
+        recorded + in_upload
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Applying records, called by `apply`.
+    // ------------------------------------------------------------------------------------------
+
+    /// Performs `Record::ScansRecorded`.
+    pub(super) fn apply_scans_recorded(&mut self, scans: &[ScanRecord]) {
+        for s in scans {
+            let (order_id, _) = *self
+                .ticket_index
+                .get(&s.ticket_id)
+                .unwrap_or_else(|| panic!("scanned ticket {} was never issued", s.ticket_id));
+            assert_eq!(
+                self.orders[&order_id].status,
+                OrderStatus::Paid,
+                "ticket {} scanned in",
+                s.ticket_id
+            );
+            let gate = match self.gates.iter().position(|g| g.gate == s.gate) {
+                Some(g) => g,
+                None => {
+                    self.text_bytes += footprint::heap(s.gate.len());
+                    self.gates.push(GateCounts {
+                        gate: s.gate.clone(),
+                        admitted: 0,
+                        conflicts: 0,
+                    });
+                    self.gates.len() - 1
+                }
+            };
+            self.text_bytes += footprint::heap(s.scan_id.len());
+            if self.admissions.get(&s.ticket_id).is_none() {
+                // The admission keeps its own gate and scan id too.
+                self.text_bytes += footprint::heap(s.gate.len()) + footprint::heap(s.scan_id.len());
+            }
+            match self.admissions.get_mut(&s.ticket_id) {
+                Some(scans) => {
+                    assert!(s.conflict, "ticket {} admitted twice", s.ticket_id);
+                    assert!(
+                        !scans.scan_ids.contains(&s.scan_id),
+                        "scan {} of ticket {} recorded twice",
+                        s.scan_id,
+                        s.ticket_id
+                    );
+                    scans.scan_ids.push(s.scan_id.clone());
+                    self.gates[gate].conflicts += 1;
+                }
+                None => {
+                    assert!(!s.conflict, "a conflict for ticket {} not in", s.ticket_id);
+                    self.admissions.insert(
+                        s.ticket_id,
+                        TicketScans {
+                            admission: Admission {
+                                ticket_id: s.ticket_id,
+                                gate: s.gate.clone(),
+                                scan_id: s.scan_id.clone(),
+                                at_ms: s.at_ms,
+                            },
+                            scan_ids: vec![s.scan_id.clone()],
+                        },
+                    );
+                    self.gates[gate].admitted += 1;
+                }
+            }
+        }
+    }
+
+    /// Adds the tickets of a paid order to the index of tickets.
+    pub(super) fn index_tickets(&mut self, order_id: OrderId, tickets: &[TicketRecord]) {
+        for (i, t) in tickets.iter().enumerate() {
+            let before = self.ticket_index.insert(t.id, (order_id, i as u32));
+            assert!(before.is_none(), "ticket {} issued twice", t.id);
+        }
+    }
+
+    /// Checks the check-in state against the orders; part of `audit`.
+    pub(super) fn audit_check_ins(&self) {
+        let issued: usize = self.orders.iter().map(|(_, o)| o.issued.len()).sum();
+        assert_eq!(self.ticket_index.len(), issued, "ticket index");
+        let mut admitted: HashMap<&str, u64> = HashMap::default();
+        let mut conflicts = 0u64;
+        for (id, scans) in self.admissions.iter() {
+            assert!(self.ticket_index.get(id).is_some(), "admitted ticket {id}");
+            assert_eq!(scans.scan_ids[0], scans.admission.scan_id, "ticket {id}");
+            assert!(scans.scan_ids.len() <= MAX_SCANS_PER_TICKET, "ticket {id}");
+            *admitted.entry(&scans.admission.gate).or_default() += 1;
+            conflicts += scans.scan_ids.len() as u64 - 1;
+        }
+        assert_eq!(
+            conflicts,
+            self.gates.iter().map(|g| g.conflicts).sum::<u64>(),
+            "conflicts"
+        );
+        for g in &self.gates {
+            assert_eq!(
+                admitted.get(g.gate.as_str()).copied().unwrap_or(0),
+                g.admitted,
+                "admissions at gate {}",
+                g.gate
+            );
+        }
+    }
+}
+
+enum Judged {
+    /// Not in yet: this scan lets it in.
+    New(Admission),
+    /// In already, by `first`.
+    AlreadyIn(Admission),
+    /// This very scan was recorded before.
+    Repeat { first: Admission, admitted: bool },
+}
+
+impl Pending {
+    /// A scan recorded by this decision: its admission if it lets the ticket in, and whether its
+    /// gate is new to the event.
+    fn note(&mut self, scan: &Scan, admission: Option<&Admission>, new_gate: bool) {
+        if let Some(a) = admission {
+            self.admitted.insert(scan.ticket_id, a.clone());
+        }
+        self.scan_ids.insert((scan.ticket_id, scan.scan_id.clone()));
+        if new_gate {
+            self.gates.insert(scan.gate.clone());
+        }
+    }
+}
+
+/// Heap bytes of a ticket's scans: the admission's strings and every scan id.
+pub(super) fn scans_text(scans: &TicketScans) -> u64 {
+    footprint::heap(scans.admission.gate.len())
+        + footprint::heap(scans.admission.scan_id.len())
+        + scans
+            .scan_ids
+            .iter()
+            .map(|id| footprint::heap(id.len()))
+            .sum::<u64>()
+}
+
+fn scan_record(scan: &Scan, at_ms: u64, conflict: bool) -> ScanRecord {
+    ScanRecord {
+        ticket_id: scan.ticket_id,
+        gate: scan.gate.clone(),
+        scan_id: scan.scan_id.clone(),
+        at_ms,
+        conflict,
+    }
+}
+
+fn already(first: Admission) -> Rejection {
+    Rejection::AlreadyCheckedIn {
+        ticket: first.ticket_id,
+        gate: first.gate,
+        scan_id: first.scan_id,
+        at_ms: first.at_ms,
+    }
+}
