@@ -9,6 +9,7 @@
 //! times the order-event relay draining a backlog to a broker.
 
 mod baseline;
+mod check_in;
 mod grpc;
 mod in_process;
 mod load;
@@ -51,6 +52,8 @@ enum Command {
     Relay(relay_drain::RelayArgs),
     /// Confirm to paid end to end: boxoffice, the payment adapter (test provider) and a broker.
     Payments(Box<payments::PaymentsArgs>),
+    /// Durable check-ins over gRPC: tickets issued in process, then scanned once each.
+    CheckIn(check_in::CheckInArgs),
 }
 
 fn main() -> Result<()> {
@@ -71,6 +74,8 @@ fn main() -> Result<()> {
         Command::Relay(args) => runtime()?.block_on(relay_drain::relay(args)),
         // Builds its own runtimes: one for the server, one for the load generator.
         Command::Payments(args) => payments::payments(*args),
+        // Builds its own runtimes: one for the server, one for the load generator.
+        Command::CheckIn(args) => check_in::check_in(args),
     }
 }
 

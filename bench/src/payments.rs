@@ -200,7 +200,8 @@ pub fn payments(args: PaymentsArgs) -> Result<()> {
     let tally = Arc::new(Mutex::new(Tally::default()));
 
     let outcome = clients.block_on(async {
-        let event_id = create_event(grpc, args.orders).await?;
+        // One ticket more for the warm-up order.
+        let event_id = create_ga_event(grpc, "Payments bench", args.orders + 1, 1).await?;
         let consumer = tap(&args.kafka, &topics.orders).await?;
         let reader = tokio::spawn(read_paid(consumer, tally.clone()));
         warm_up(grpc, &event_id, args.orders, &tally).await?;
@@ -272,10 +273,16 @@ pub fn payments(args: PaymentsArgs) -> Result<()> {
     Ok(())
 }
 
-async fn create_event(grpc: SocketAddr, orders: u32) -> Result<String> {
+/// A one-tier GA event of `capacity` tickets, at most `max_per_order` per order, on sale.
+pub(crate) async fn create_ga_event(
+    grpc: SocketAddr,
+    name: &str,
+    capacity: u32,
+    max_per_order: u32,
+) -> Result<String> {
     let mut admin = v1::event_admin_client::EventAdminClient::new(connect(grpc).await?);
     let request = v1::CreateEventRequest {
-        name: "Payments bench".into(),
+        name: name.into(),
         venue: "Hall".into(),
         starts_at: Some(prost_types::Timestamp {
             seconds: 4_000_000_000,
@@ -289,11 +296,10 @@ async fn create_event(grpc: SocketAddr, orders: u32) -> Result<String> {
             name: "Standing".into(),
             price_minor: 4_000,
             fee_minor: 200,
-            max_per_order: 1,
+            max_per_order,
             sale_windows: vec![],
             stock: Some(v1::tier::Stock::GeneralAdmission(v1::GeneralAdmission {
-                // One more for the warm-up order.
-                capacity: orders + 1,
+                capacity,
             })),
         }],
         ..Default::default()
@@ -353,19 +359,20 @@ async fn read_paid(consumer: StreamConsumer, tally: Arc<Mutex<Tally>>) {
     }
 }
 
-/// Reserves one ticket for customer `payer-<n>` and confirms it with `test:approve`: its order id.
-async fn place(
+/// Reserves `quantity` GA tickets for `customer` and confirms them with `test:approve`: the order.
+pub(crate) async fn place(
     client: &mut v1::reservations_client::ReservationsClient<tonic::transport::Channel>,
     event_id: &str,
-    n: u32,
-) -> Result<String> {
+    customer: String,
+    quantity: u32,
+) -> Result<v1::Order> {
     let hold = client
         .reserve(with_key(v1::ReserveRequest {
             event_id: event_id.to_string(),
-            customer_id: format!("payer-{n}"),
+            customer_id: customer,
             items: vec![v1::ReserveItem {
                 tier_code: "GA".into(),
-                selection: Some(v1::reserve_item::Selection::Quantity(1)),
+                selection: Some(v1::reserve_item::Selection::Quantity(quantity)),
             }],
             hold_ttl_seconds: None,
             idempotency_key: String::new(),
@@ -374,7 +381,7 @@ async fn place(
         .into_inner()
         .hold
         .context("no hold")?;
-    let order = client
+    client
         .confirm(with_key(v1::ConfirmRequest {
             event_id: event_id.to_string(),
             hold_id: hold.hold_id,
@@ -386,15 +393,16 @@ async fn place(
         .await?
         .into_inner()
         .order
-        .context("no order")?;
-    Ok(order.order_id)
+        .context("no order")
 }
 
 /// One order placed and paid before the measurement, so that the adapter and the consumers
 /// have joined and found their partitions; the tally forgets it.
 async fn warm_up(grpc: SocketAddr, event_id: &str, n: u32, tally: &Mutex<Tally>) -> Result<()> {
     let mut client = v1::reservations_client::ReservationsClient::new(connect(grpc).await?);
-    let order_id = place(&mut client, event_id, n).await?;
+    let order_id = place(&mut client, event_id, format!("payer-{n}"), 1)
+        .await?
+        .order_id;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !tally.lock().expect("tally").paid.contains_key(&order_id) {
         ensure!(
@@ -438,7 +446,9 @@ async fn confirm_all(
                     let due = started + Duration::from_secs_f64(f64::from(n) / f64::from(rate));
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let order_id = place(&mut client, &event_id, n).await?;
+                let order_id = place(&mut client, &event_id, format!("payer-{n}"), 1)
+                    .await?
+                    .order_id;
                 tally
                     .lock()
                     .expect("tally")

@@ -446,6 +446,11 @@ fn bad_invocations_are_refused_with_a_reason() {
         "kafka.batch_entries",
     );
     check(
+        &["check-in", "--tickets", "6"],
+        "--tickets must be a positive multiple of 4",
+    );
+    check(&["check-in", "--gates", "1001"], "--gates must be 1..=1000");
+    check(
         &["payments", "--kafka", "127.0.0.1:9092", "--orders", "0"],
         "--orders, --concurrency and --connections must be at least 1",
     );
@@ -684,4 +689,28 @@ async fn a_server_behind_tls_is_measured_when_its_ca_is_trusted() {
     }
     let stderr = String::from_utf8_lossy(&untrusted.stderr);
     assert!(stderr.contains("invalid peer certificate"), "{stderr}");
+}
+
+#[test]
+fn the_check_in_bench_lets_every_ticket_in_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run_ok(
+        dir.path(),
+        &[
+            "check-in",
+            "--tickets",
+            "400",
+            "--concurrency",
+            "32",
+            "--gates",
+            "3",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("issued 400 tickets in"), "{stdout}");
+    assert!(stdout.contains("scanned 400 tickets in"), "{stdout}");
+    assert!(
+        stdout.contains("audit: every ticket let in once; 400 admitted over 3 gates"),
+        "{stdout}"
+    );
 }

@@ -115,7 +115,7 @@ pub enum EventMsg {
     CheckIn {
         scan: Scan,
         permit: OwnedSemaphorePermit,
-        reply: Reply<Admission>,
+        reply: Reply<(Admission, bool)>,
     },
     UploadScans {
         scans: Vec<(Scan, u64)>,

@@ -585,8 +585,9 @@ impl EventHandle {
         .await
     }
 
-    /// Lets a ticket in at a gate, once; a retry of the admitting scan answers it again.
-    pub async fn check_in(&self, scan: Scan) -> Result<Admission, Error> {
+    /// Lets a ticket in at a gate, once: the admission, and whether this scan made it (`false`
+    /// for a retry of the scan that did).
+    pub async fn check_in(&self, scan: Scan) -> Result<(Admission, bool), Error> {
         self.ask(1, |permit, reply| EventMsg::CheckIn {
             scan,
             permit,

@@ -271,18 +271,18 @@ impl v1::check_in_server::CheckIn for Api {
             let r = request.into_inner();
             let event = convert::event_id(&r.event_id)?;
             let scan = convert::scan(event, r.token, r.gate_id, r.scan_id)?;
-            let gate = scan.gate.clone();
             let answer = self.engine.event(event)?.check_in(scan).await;
-            telemetry::scan(
-                &gate,
-                if answer.is_ok() {
-                    "admitted"
-                } else {
-                    "refused"
-                },
-            );
+            let (admission, made) = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    telemetry::scan("", "refused");
+                    return Err(e.into());
+                }
+            };
+            let outcome = if made { "admitted" } else { "repeated" };
+            telemetry::scan(&admission.gate, outcome);
             Ok(v1::CheckInResponse {
-                admission: Some(convert::admission_to_proto(&answer?)),
+                admission: Some(convert::admission_to_proto(&admission)),
             })
         })
         .await
@@ -309,22 +309,31 @@ impl v1::check_in_server::CheckIn for Api {
             let mut results: Vec<Option<v1::ScanResult>> = Vec::with_capacity(r.scans.len());
             let mut judged = Vec::new();
             for s in r.scans {
-                let at_ms = s.scanned_at.map_or(0, |t| {
-                    (t.seconds.max(0) as u64).saturating_mul(1_000)
-                        + u64::from(t.nanos.clamp(0, 999_999_999) as u32 / 1_000_000)
-                });
                 let scan_id = s.scan_id.clone();
-                match convert::scan(event, s.token, s.gate_id, s.scan_id) {
+                let scanned = match s.scanned_at {
+                    None => Err(ApiError::invalid(
+                        "scanned_at: when the scan was made is required",
+                    )),
+                    Some(t) => convert::scan(event, s.token, s.gate_id, s.scan_id).map(|scan| {
+                        let ms = u64::from(t.nanos.clamp(0, 999_999_999) as u32 / 1_000_000);
+                        let seconds = t.seconds.max(0) as u64;
+                        (scan, seconds.saturating_mul(1_000).saturating_add(ms))
+                    }),
+                };
+                match scanned {
                     Ok(scan) => {
-                        judged.push((scan, at_ms));
+                        judged.push(scan);
                         results.push(None);
                     }
-                    Err(e) => results.push(Some(v1::ScanResult {
-                        scan_id,
-                        outcome: Outcome::Refused as i32,
-                        admission: None,
-                        error: Some(e.to_detail()),
-                    })),
+                    Err(e) => {
+                        telemetry::scan("", "refused");
+                        results.push(Some(v1::ScanResult {
+                            scan_id,
+                            outcome: Outcome::Refused as i32,
+                            admission: None,
+                            error: Some(e.to_detail()),
+                        }));
+                    }
                 }
             }
             let gates: Vec<String> = judged.iter().map(|(s, _)| s.gate.clone()).collect();

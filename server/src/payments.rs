@@ -145,8 +145,11 @@ async fn run(engine: &Engine, consumer: &StreamConsumer, mut stop: watch::Receiv
             return; // stopping: the batch's offsets stay uncommitted and it is read again
         }
         if let Err(e) = kafka::commit_batch(consumer, &batch) {
-            // Harmless: the results are durable, and read again they change nothing.
+            // The results are durable, and read again they change nothing; but offsets that are
+            // never committed (another member in the group refuses this consumer's commits)
+            // make every restart read the topic again, so they are counted.
             tracing::warn!(error = %e, "payment offsets not committed");
+            counter!("boxoffice_payment_offset_commit_failures_total").increment(1);
         }
     }
 }

@@ -42,6 +42,7 @@ pub const REASONS: &[&str] = &[
     "INVALID_TICKET",
     "TICKET_VOID",
     "ALREADY_CHECKED_IN",
+    "CHECK_IN_LIMIT",
     "EVENT_NOT_FOUND",
     "TOO_MANY_EVENTS",
     "OVERLOADED",
@@ -245,6 +246,7 @@ fn rejection(r: Rejection, message: String) -> ApiError {
         Rejection::InvalidTicket(ticket) => {
             new(InvalidArgument, "INVALID_TICKET").with("ticket_id", ticket)
         }
+        Rejection::CheckInLimit(_) => new(ResourceExhausted, "CHECK_IN_LIMIT"),
         Rejection::TicketVoid { ticket, status } => new(FailedPrecondition, "TICKET_VOID")
             .with("ticket_id", ticket)
             .with("status", crate::convert::order_status_name(status)),

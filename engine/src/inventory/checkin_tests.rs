@@ -37,7 +37,8 @@ fn a_ticket_is_let_in_once_and_a_retried_scan_repeats_its_admission() {
         .check_in(&scan(&tickets[0], "north", "s1"), T0 + 5)
         .unwrap();
     assert!(matches!(first.record, Some(Record::ScansRecorded { .. })));
-    let admission = first.answer;
+    let (admission, made) = first.answer;
+    assert!(made);
     assert_eq!(
         (
             admission.gate.as_str(),
@@ -51,7 +52,12 @@ fn a_ticket_is_let_in_once_and_a_retried_scan_repeats_its_admission() {
         .check_in(&scan(&tickets[0], "north", "s1"), T0 + 9)
         .unwrap();
     assert!(retry.record.is_none());
-    assert_eq!(retry.answer, admission);
+    assert_eq!(retry.answer, (admission, false));
+    // The same scan id at another gate is another scan: refused.
+    assert!(matches!(
+        inv.check_in(&scan(&tickets[0], "east", "s1"), T0 + 9),
+        Err(Rejection::AlreadyCheckedIn { .. })
+    ));
     // Another scan, at another gate: refused with the first admission.
     assert_eq!(
         inv.check_in(&scan(&tickets[0], "south", "s2"), T0 + 10)

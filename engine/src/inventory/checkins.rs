@@ -4,8 +4,9 @@
 //! paid. The first scan of a ticket admits it and is recorded; a later one is refused with the
 //! first admission (`Rejection::AlreadyCheckedIn`) when made online, and recorded as a conflict
 //! when it was made offline and uploaded after (`upload_scans`), so that nothing a gate saw is
-//! dropped. A scan id already recorded for the ticket repeats its first outcome and changes
-//! nothing: a scanner may retry freely.
+//! dropped. A scan already recorded for the ticket (same scan id at the same gate) repeats its
+//! first outcome and changes nothing: a scanner may retry freely. "First" is first to reach the
+//! server: an offline scan uploaded after an online admission is the conflict, whatever its time.
 
 use super::*;
 
@@ -61,12 +62,12 @@ pub struct ScanRecord {
     pub conflict: bool,
 }
 
-/// A ticket that is in: its admission and every scan id recorded for it.
+/// A ticket that is in: its admission and every scan recorded for it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct TicketScans {
     admission: Admission,
-    /// The admission's scan id first, then each conflict's.
-    scan_ids: Vec<String>,
+    /// (scan id, gate) of the admission first, then of each conflict.
+    scans: Vec<(String, String)>,
 }
 
 /// Counts of one gate.
@@ -92,37 +93,41 @@ pub struct CheckInStats {
 #[derive(Default)]
 struct Pending {
     admitted: HashMap<TicketId, Admission>,
-    scan_ids: HashSet<(TicketId, String)>,
+    /// (ticket, scan id, gate) of every scan recorded so far.
+    scans: HashSet<(TicketId, String, String)>,
     /// Gates the event did not know before this decision.
     gates: HashSet<String>,
 }
 
 impl Inventory {
-    /// Decides an online scan: the ticket's admission, or why not. A retry of the scan that let
-    /// the ticket in answers that admission again and records nothing.
-    pub fn check_in(&mut self, scan: &Scan, now_ms: u64) -> Result<Decision<Admission>, Rejection> {
-        match self.judge(scan, now_ms, &Pending::default())? {
+    /// Decides an online scan: the ticket's admission and whether this scan made it (`false`: a
+    /// retry of the scan that did, which records nothing), or why not.
+    pub fn check_in(
+        &mut self,
+        scan: &Scan,
+        now_ms: u64,
+    ) -> Result<Decision<(Admission, bool)>, Rejection> {
+        let pending = Pending::default();
+        match self.judge(scan, now_ms, &pending)? {
             Judged::New(admission) => {
+                self.gate_room(&scan.gate, &pending)?;
                 let record = Record::ScansRecorded {
-                    scans: vec![scan_record(scan, now_ms, false)],
+                    scans: vec![scan_record(scan, admission.at_ms, false)],
                 };
                 self.apply(&record);
                 Ok(Decision {
                     record: Some(record),
-                    answer: admission,
+                    answer: (admission, true),
                 })
             }
-            Judged::Repeat { first, admitted } => {
-                if admitted {
-                    Ok(Decision {
-                        record: None,
-                        answer: first,
-                    })
-                } else {
-                    Err(already(first))
-                }
-            }
-            Judged::AlreadyIn(first) => Err(already(first)),
+            Judged::Repeat {
+                first,
+                admitted: true,
+            } => Ok(Decision {
+                record: None,
+                answer: (first, false),
+            }),
+            Judged::Repeat { first, .. } | Judged::AlreadyIn(first) => Err(already(first)),
         }
     }
 
@@ -147,18 +152,23 @@ impl Inventory {
         for (scan, at_ms) in scans {
             let at_ms = (*at_ms).min(now_ms);
             let answer = match self.judge(scan, at_ms, &pending) {
-                Ok(Judged::New(admission)) => {
-                    let new_gate = !self.knows_gate(&scan.gate);
-                    pending.note(scan, Some(&admission), new_gate);
-                    records.push(scan_record(scan, at_ms, false));
-                    Ok(ScanOutcome::Admitted(admission))
-                }
+                Ok(Judged::New(admission)) => match self.gate_room(&scan.gate, &pending) {
+                    Ok(()) => {
+                        let new_gate = !self.knows_gate(&scan.gate);
+                        pending.note(scan, Some(&admission), new_gate);
+                        records.push(scan_record(scan, admission.at_ms, false));
+                        Ok(ScanOutcome::Admitted(admission))
+                    }
+                    Err(r) => Err(r),
+                },
                 Ok(Judged::AlreadyIn(first)) => {
                     if self.scan_count(scan.ticket_id, &pending) >= MAX_SCANS_PER_TICKET {
-                        Err(Rejection::Invalid(format!(
+                        Err(Rejection::CheckInLimit(format!(
                             "ticket {} has {MAX_SCANS_PER_TICKET} scans recorded, the most",
                             scan.ticket_id
                         )))
+                    } else if let Err(r) = self.gate_room(&scan.gate, &pending) {
+                        Err(r)
                     } else {
                         pending.note(scan, None, !self.knows_gate(&scan.gate));
                         records.push(scan_record(scan, at_ms, true));
@@ -184,14 +194,8 @@ impl Inventory {
 
     /// The event's check-in figures.
     pub fn check_in_stats(&self) -> CheckInStats {
-        let tickets_live = self
-            .orders
-            .iter()
-            .filter(|(_, o)| o.status == OrderStatus::Paid)
-            .map(|(_, o)| u64::from(o.tickets))
-            .sum();
         CheckInStats {
-            tickets_live,
+            tickets_live: self.tickets_live,
             admitted: self.gates.iter().map(|g| g.admitted).sum(),
             conflicts: self.gates.iter().map(|g| g.conflicts).sum(),
             gates: self.gates.clone(),
@@ -214,8 +218,33 @@ impl Inventory {
         let invalid = || Rejection::InvalidTicket(scan.ticket_id);
         let &(order_id, index) = self.ticket_index.get(&scan.ticket_id).ok_or_else(invalid)?;
         let order = &self.orders[&order_id];
-        if order.issued[index as usize].token != scan.token {
+        let issued = order.issued[index as usize].token.as_bytes();
+        // Constant time: the time taken must not tell how much of a guessed token was right.
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(issued, scan.token.as_bytes())) {
             return Err(invalid());
+        }
+        let recorded = self.admissions.get(&scan.ticket_id);
+        let first = pending
+            .admitted
+            .get(&scan.ticket_id)
+            .or(recorded.map(|r| &r.admission));
+        // A scan recorded before repeats its outcome, whatever happened to the order since.
+        if let Some(first) = first {
+            let seen = recorded.is_some_and(|r| {
+                r.scans
+                    .iter()
+                    .any(|(id, gate)| *id == scan.scan_id && *gate == scan.gate)
+            }) || pending.scans.contains(&(
+                scan.ticket_id,
+                scan.scan_id.clone(),
+                scan.gate.clone(),
+            ));
+            if seen {
+                return Ok(Judged::Repeat {
+                    first: first.clone(),
+                    admitted: first.scan_id == scan.scan_id && first.gate == scan.gate,
+                });
+            }
         }
         if order.status != OrderStatus::Paid {
             return Err(Rejection::TicketVoid {
@@ -223,39 +252,31 @@ impl Inventory {
                 status: order.status,
             });
         }
-        let recorded = self.admissions.get(&scan.ticket_id);
-        let first = pending
-            .admitted
-            .get(&scan.ticket_id)
-            .or(recorded.map(|r| &r.admission));
-        if !self.knows_gate(&scan.gate)
-            && !pending.gates.contains(&scan.gate)
-            && self.gates.len() + pending.gates.len() >= MAX_GATES_PER_EVENT
-        {
-            return Err(Rejection::Invalid(format!(
-                "the event counts {MAX_GATES_PER_EVENT} gates, the most; gate {} is one more",
-                rejection::quote(&scan.gate)
-            )));
-        }
-        let Some(first) = first else {
-            return Ok(Judged::New(Admission {
+        match first {
+            Some(first) => Ok(Judged::AlreadyIn(first.clone())),
+            None => Ok(Judged::New(Admission {
                 ticket_id: scan.ticket_id,
                 gate: scan.gate.clone(),
                 scan_id: scan.scan_id.clone(),
-                at_ms,
-            }));
-        };
-        let seen = recorded.is_some_and(|r| r.scan_ids.contains(&scan.scan_id))
-            || pending
-                .scan_ids
-                .contains(&(scan.ticket_id, scan.scan_id.clone()));
-        if seen {
-            return Ok(Judged::Repeat {
-                first: first.clone(),
-                admitted: first.scan_id == scan.scan_id,
-            });
+                // Not before the ticket was issued, whatever a scanner's clock said.
+                at_ms: at_ms.max(order.payment.as_ref().map_or(0, |p| p.paid_at_ms)),
+            })),
         }
-        Ok(Judged::AlreadyIn(first.clone()))
+    }
+
+    /// Whether a scan at `gate` may be recorded: the event counts at most
+    /// `MAX_GATES_PER_EVENT` gates.
+    fn gate_room(&self, gate: &str, pending: &Pending) -> Result<(), Rejection> {
+        if !self.knows_gate(gate)
+            && !pending.gates.contains(gate)
+            && self.gates.len() + pending.gates.len() >= MAX_GATES_PER_EVENT
+        {
+            return Err(Rejection::CheckInLimit(format!(
+                "the event counts {MAX_GATES_PER_EVENT} gates, the most; gate {} is one more",
+                rejection::quote(gate)
+            )));
+        }
+        Ok(())
     }
 
     fn knows_gate(&self, gate: &str) -> bool {
@@ -263,11 +284,11 @@ impl Inventory {
     }
 
     fn scan_count(&self, ticket: TicketId, pending: &Pending) -> usize {
-        let recorded = self.admissions.get(&ticket).map_or(0, |r| r.scan_ids.len());
+        let recorded = self.admissions.get(&ticket).map_or(0, |r| r.scans.len());
         let in_upload = pending
-            .scan_ids
+            .scans
             .iter()
-            .filter(|(t, _)| *t == ticket)
+            .filter(|(t, _, _)| *t == ticket)
             .count();
         recorded + in_upload
     }
@@ -301,63 +322,73 @@ impl Inventory {
                     self.gates.len() - 1
                 }
             };
-            self.text_bytes += footprint::heap(s.scan_id.len());
-            if self.admissions.get(&s.ticket_id).is_none() {
-                // The admission keeps its own gate and scan id too.
-                self.text_bytes += footprint::heap(s.gate.len()) + footprint::heap(s.scan_id.len());
-            }
+            let scan = (s.scan_id.clone(), s.gate.clone());
             match self.admissions.get_mut(&s.ticket_id) {
                 Some(scans) => {
                     assert!(s.conflict, "ticket {} admitted twice", s.ticket_id);
                     assert!(
-                        !scans.scan_ids.contains(&s.scan_id),
+                        !scans.scans.contains(&scan),
                         "scan {} of ticket {} recorded twice",
                         s.scan_id,
                         s.ticket_id
                     );
-                    scans.scan_ids.push(s.scan_id.clone());
+                    let before = scans_text(scans);
+                    scans.scans.push(scan);
+                    self.text_bytes += scans_text(scans) - before;
                     self.gates[gate].conflicts += 1;
                 }
                 None => {
                     assert!(!s.conflict, "a conflict for ticket {} not in", s.ticket_id);
-                    self.admissions.insert(
-                        s.ticket_id,
-                        TicketScans {
-                            admission: Admission {
-                                ticket_id: s.ticket_id,
-                                gate: s.gate.clone(),
-                                scan_id: s.scan_id.clone(),
-                                at_ms: s.at_ms,
-                            },
-                            scan_ids: vec![s.scan_id.clone()],
+                    let scans = TicketScans {
+                        admission: Admission {
+                            ticket_id: s.ticket_id,
+                            gate: s.gate.clone(),
+                            scan_id: s.scan_id.clone(),
+                            at_ms: s.at_ms,
                         },
-                    );
+                        scans: vec![scan],
+                    };
+                    self.text_bytes += scans_text(&scans);
+                    self.admissions.insert(s.ticket_id, scans);
                     self.gates[gate].admitted += 1;
                 }
             }
         }
     }
 
-    /// Adds the tickets of a paid order to the index of tickets.
+    /// Adds the tickets of a paid order to the index of tickets and to the live ones.
     pub(super) fn index_tickets(&mut self, order_id: OrderId, tickets: &[TicketRecord]) {
         for (i, t) in tickets.iter().enumerate() {
             let before = self.ticket_index.insert(t.id, (order_id, i as u32));
             assert!(before.is_none(), "ticket {} issued twice", t.id);
         }
+        self.tickets_live += tickets.len() as u64;
     }
 
     /// Checks the check-in state against the orders; part of `audit`.
     pub(super) fn audit_check_ins(&self) {
         let issued: usize = self.orders.iter().map(|(_, o)| o.issued.len()).sum();
         assert_eq!(self.ticket_index.len(), issued, "ticket index");
+        let live: u64 = self
+            .orders
+            .iter()
+            .filter(|(_, o)| o.status == OrderStatus::Paid)
+            .map(|(_, o)| o.issued.len() as u64)
+            .sum();
+        assert_eq!(self.tickets_live, live, "live tickets");
         let mut admitted: HashMap<&str, u64> = HashMap::default();
         let mut conflicts = 0u64;
         for (id, scans) in self.admissions.iter() {
             assert!(self.ticket_index.get(id).is_some(), "admitted ticket {id}");
-            assert_eq!(scans.scan_ids[0], scans.admission.scan_id, "ticket {id}");
-            assert!(scans.scan_ids.len() <= MAX_SCANS_PER_TICKET, "ticket {id}");
-            *admitted.entry(&scans.admission.gate).or_default() += 1;
-            conflicts += scans.scan_ids.len() as u64 - 1;
+            let a = &scans.admission;
+            assert_eq!(
+                scans.scans[0],
+                (a.scan_id.clone(), a.gate.clone()),
+                "ticket {id}"
+            );
+            assert!(scans.scans.len() <= MAX_SCANS_PER_TICKET, "ticket {id}");
+            *admitted.entry(&a.gate).or_default() += 1;
+            conflicts += scans.scans.len() as u64 - 1;
         }
         assert_eq!(
             conflicts,
@@ -391,21 +422,24 @@ impl Pending {
         if let Some(a) = admission {
             self.admitted.insert(scan.ticket_id, a.clone());
         }
-        self.scan_ids.insert((scan.ticket_id, scan.scan_id.clone()));
+        self.scans
+            .insert((scan.ticket_id, scan.scan_id.clone(), scan.gate.clone()));
         if new_gate {
             self.gates.insert(scan.gate.clone());
         }
     }
 }
 
-/// Heap bytes of a ticket's scans: the admission's strings and every scan id.
+/// Heap bytes of a ticket's scans: the admission's strings, and the list of scans with theirs.
 pub(super) fn scans_text(scans: &TicketScans) -> u64 {
+    let pair = std::mem::size_of::<(String, String)>();
     footprint::heap(scans.admission.gate.len())
         + footprint::heap(scans.admission.scan_id.len())
+        + footprint::heap(scans.scans.len() * pair)
         + scans
-            .scan_ids
+            .scans
             .iter()
-            .map(|id| footprint::heap(id.len()))
+            .map(|(id, gate)| footprint::heap(id.len()) + footprint::heap(gate.len()))
             .sum::<u64>()
 }
 

@@ -88,7 +88,21 @@ impl Inventory {
             + self.keys.len() as u64 * ANSWER_LINE_BYTES
             + self.seats_in_keys_estimate() * ANSWER_SEAT_BYTES;
         let ended = table(self.ended.capacity(), size_of::<(HoldId, HoldEnd)>());
-        self.fixed_bytes + holds + customers + orders + keys + ended + self.text_bytes
+        // The ticket index and the admissions: their 64 shards even when empty, their entries,
+        // and per admitted ticket the list of its scan ids (one, nearly always).
+        let shards = 2 * 64 * size_of::<HashMap<u64, u64>>() as u64;
+        let tickets = shards
+            + table(
+                self.ticket_index.capacity(),
+                size_of::<(TicketId, (OrderId, u32))>(),
+            )
+            + table(
+                self.admissions.capacity(),
+                size_of::<(TicketId, checkins::TicketScans)>(),
+            )
+            + self.admissions.len() as u64 * size_of::<String>() as u64
+            + self.gates.capacity() as u64 * size_of::<GateCounts>() as u64;
+        self.fixed_bytes + holds + customers + orders + keys + ended + tickets + self.text_bytes
     }
 
     fn held_or_sold_seats(&self, count: impl Fn(&TierState) -> u32) -> u64 {

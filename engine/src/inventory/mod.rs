@@ -315,6 +315,9 @@ pub struct Inventory {
     /// `orders`, rebuilt on restore.
     #[serde(skip)]
     ticket_index: ShardedMap<TicketId, (OrderId, u32)>,
+    /// Tickets of paid orders; derived, rebuilt on restore.
+    #[serde(skip)]
+    tickets_live: u64,
     /// How recently ended holds ended, for precise answers to late confirms.
     ended: EndedNotes,
     /// The order each confirmed hold became; derived from `orders`, rebuilt on restore.
@@ -466,6 +469,7 @@ impl Inventory {
             admissions: ShardedMap::default(),
             gates: Vec::new(),
             ticket_index: ShardedMap::default(),
+            tickets_live: 0,
             ended: EndedNotes::default(),
             order_of_hold: ShardedMap::default(),
             keys: HashMap::default(),
@@ -496,6 +500,12 @@ impl Inventory {
                     .map(move |(i, t)| (t.id, (*id, i as u32)))
             })
             .collect();
+        self.tickets_live = self
+            .orders
+            .iter()
+            .filter(|(_, o)| o.status == OrderStatus::Paid)
+            .map(|(_, o)| o.issued.len() as u64)
+            .sum();
         let scanned: u64 = self
             .admissions
             .iter()

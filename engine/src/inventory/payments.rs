@@ -246,6 +246,7 @@ impl Inventory {
         at_ms: u64,
         key: Option<&KeyRecord>,
     ) {
+        self.tickets_live -= self.orders[&order_id].issued.len() as u64;
         self.change_order(order_id, |order| {
             assert_eq!(order.status, OrderStatus::Paid, "refunded order {order_id}");
             order.status = OrderStatus::Refunded;

@@ -131,6 +131,8 @@ pub enum Rejection {
         ticket: TicketId,
         status: OrderStatus,
     },
+    #[error("check-in limit: {0}")]
+    CheckInLimit(String),
     #[error("ticket {ticket} was checked in at gate {gate} by scan {scan_id}")]
     AlreadyCheckedIn {
         ticket: TicketId,
