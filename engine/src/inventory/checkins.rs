@@ -151,35 +151,28 @@ impl Inventory {
         let mut answers = Vec::with_capacity(scans.len());
         for (scan, at_ms) in scans {
             let at_ms = (*at_ms).min(now_ms);
-            let answer = match self.judge(scan, at_ms, &pending) {
-                Ok(Judged::New(admission)) => match self.gate_room(&scan.gate, &pending) {
-                    Ok(()) => {
-                        let new_gate = !self.knows_gate(&scan.gate);
-                        pending.note(scan, Some(&admission), new_gate);
-                        records.push(scan_record(scan, admission.at_ms, false));
-                        Ok(ScanOutcome::Admitted(admission))
-                    }
-                    Err(r) => Err(r),
-                },
-                Ok(Judged::AlreadyIn(first)) => {
+            let judged = self.judge(scan, at_ms, &pending);
+            let answer = judged.and_then(|judged| match judged {
+                Judged::New(admission) => {
+                    self.gate_room(&scan.gate, &pending)?;
+                    pending.note(scan, Some(&admission), !self.knows_gate(&scan.gate));
+                    records.push(scan_record(scan, admission.at_ms, false));
+                    Ok(ScanOutcome::Admitted(admission))
+                }
+                Judged::AlreadyIn(first) => {
                     if self.scan_count(scan.ticket_id, &pending) >= MAX_SCANS_PER_TICKET {
-                        Err(Rejection::CheckInLimit(format!(
+                        return Err(Rejection::CheckInLimit(format!(
                             "ticket {} has {MAX_SCANS_PER_TICKET} scans recorded, the most",
                             scan.ticket_id
-                        )))
-                    } else if let Err(r) = self.gate_room(&scan.gate, &pending) {
-                        Err(r)
-                    } else {
-                        pending.note(scan, None, !self.knows_gate(&scan.gate));
-                        records.push(scan_record(scan, at_ms, true));
-                        Ok(ScanOutcome::Conflict { first })
+                        )));
                     }
+                    self.gate_room(&scan.gate, &pending)?;
+                    pending.note(scan, None, !self.knows_gate(&scan.gate));
+                    records.push(scan_record(scan, at_ms, true));
+                    Ok(ScanOutcome::Conflict { first })
                 }
-                Ok(Judged::Repeat { first, admitted }) => {
-                    Ok(ScanOutcome::Repeated { first, admitted })
-                }
-                Err(r) => Err(r),
-            };
+                Judged::Repeat { first, admitted } => Ok(ScanOutcome::Repeated { first, admitted }),
+            });
             answers.push(answer);
         }
         let record = (!records.is_empty()).then_some(Record::ScansRecorded { scans: records });
