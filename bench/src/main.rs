@@ -54,6 +54,13 @@ enum Command {
     Payments(Box<payments::PaymentsArgs>),
     /// Durable check-ins over gRPC: tickets issued in process, then scanned once each.
     CheckIn(check_in::CheckInArgs),
+    /// The no-op Reservations and Availability server alone, for external load tools (h2load,
+    /// ghz): the transport's ceiling beside boxoffice. Serves until SIGTERM or Ctrl-C.
+    NoopServer {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> Result<()> {
@@ -76,7 +83,29 @@ fn main() -> Result<()> {
         Command::Payments(args) => payments::payments(*args),
         // Builds its own runtimes: one for the server, one for the load generator.
         Command::CheckIn(args) => check_in::check_in(args),
+        Command::NoopServer { listen } => runtime()?.block_on(noop_server(listen)),
     }
+}
+
+async fn noop_server(listen: std::net::SocketAddr) -> Result<()> {
+    use anyhow::Context;
+    use tokio::signal::unix::{SignalKind, signal};
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(server::noop::serve(listener, stopped));
+    println!("noop server listening on {addr} (boxoffice.v1.Reservations, Availability)");
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    let _ = stop.send(true);
+    server.await??;
+    Ok(())
 }
 
 // mimalloc instead of glibc malloc: with glibc, malloc/free and malloc_consolidate took about a

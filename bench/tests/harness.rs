@@ -714,3 +714,45 @@ fn the_check_in_bench_lets_every_ticket_in_once() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_noop_server_runs_alone_answers_a_reserve_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let mut child = bench()
+        .args(["noop-server", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start boxoffice-bench noop-server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("its first line");
+    let addr = line
+        .strip_prefix("noop server listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let hold = runtime.block_on(async {
+        let mut client =
+            proto::v1::reservations_client::ReservationsClient::connect(format!("http://{addr}"))
+                .await
+                .expect("connect");
+        client
+            .reserve(proto::v1::ReserveRequest {
+                event_id: uuid::Uuid::new_v4().to_string(),
+                customer_id: "c".into(),
+                items: vec![],
+                hold_ttl_seconds: None,
+                idempotency_key: String::new(),
+            })
+            .await
+            .expect("the no-op server answers")
+            .into_inner()
+            .hold
+    });
+    assert!(hold.is_some());
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    assert!(child.wait().expect("exit").success());
+}
