@@ -359,8 +359,9 @@ pub struct KafkaConfig {
     pub orders_topic_partitions: u32,
     pub orders_topic_replication: u32,
     pub format: PayloadFormat,
-    /// librdkafka producer properties passed through as they are (`security.protocol`, `sasl.*`,
-    /// `ssl.*`, `compression.type`, ...). The relay sets `enable.idempotence`, `acks` and
+    /// librdkafka properties of the relay's producer and the payment-result consumer, passed
+    /// through as they are (`security.protocol`, `sasl.*`, `ssl.*`, `compression.type`,
+    /// `fetch.wait.max.ms`, ...). The relay sets `enable.idempotence`, `acks` and
     /// `message.timeout.ms` itself; setting them here is refused.
     pub properties: std::collections::BTreeMap<String, String>,
     /// Outbox entries read and sent per round.
