@@ -292,6 +292,17 @@ async fn boxoffice(dir: &Path, broker: &Broker) -> server::serve::Running {
     server::serve::start(&config).await.unwrap()
 }
 
+/// Asserts that the ledger holds `order`'s charge, marked published.
+fn assert_published(ledger: &[String], order: &str) {
+    assert!(
+        ledger
+            .iter()
+            .any(|l| l.starts_with(&format!("charge order={order} "))
+                && l.contains("published=true")),
+        "order {order} not published: {ledger:#?}"
+    );
+}
+
 fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos: 0 }
 }
@@ -430,14 +441,7 @@ async fn every_confirmed_order_is_charged_once_and_paid_or_cancelled_across_an_a
             "order {}",
             o.order_id
         );
-        assert!(
-            ledger
-                .iter()
-                .any(|l| l.starts_with(&format!("charge order={} ", o.order_id))
-                    && l.contains("published=true")),
-            "order {} not published: {ledger:#?}",
-            o.order_id
-        );
+        assert_published(&ledger, &o.order_id);
     }
     let refunds: Vec<&String> = ledger.iter().filter(|l| l.starts_with("refund ")).collect();
     assert_eq!(refunds.len(), 1, "{ledger:#?}");
@@ -521,14 +525,7 @@ async fn charges_made_before_a_kill_between_charge_and_publish_are_published_onc
             "order {} charged {at_provider} times",
             o.order_id
         );
-        assert!(
-            ledger
-                .iter()
-                .any(|l| l.starts_with(&format!("charge order={} ", o.order_id))
-                    && l.contains("published=true")),
-            "order {} not published: {ledger:#?}",
-            o.order_id
-        );
+        assert_published(&ledger, &o.order_id);
     }
     server.stop().await.unwrap();
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
-use kafka::rdkafka::consumer::{Consumer, StreamConsumer};
-use kafka::rdkafka::{Message, Offset, TopicPartitionList};
+use kafka::rdkafka::consumer::StreamConsumer;
+use kafka::rdkafka::{Message, Offset};
 use prost::Message as _;
 use proto::v1;
 use proto::v1::order_event::Change;
@@ -181,13 +181,8 @@ async fn read_into(brokers: &str, topic: &str, partitions: i32, tap: &OrderEvent
     .into();
     let consumer: StreamConsumer = kafka::consumer(brokers, "boxoffice-bench", &properties)
         .context("the order-event consumer")?;
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .context("assignment")?;
-    }
-    consumer.assign(&assignment).context("assign")?;
+    kafka::assign_partitions(&consumer, topic, 0..partitions as usize, Offset::Beginning)
+        .context("assign")?;
     loop {
         match consumer.recv().await {
             Ok(m) => tap.read(m.payload().unwrap_or_default()),

@@ -336,15 +336,17 @@ impl v1::check_in_server::CheckIn for Api {
                     }
                 }
             }
-            let gates: Vec<String> = judged.iter().map(|(s, _)| s.gate.clone()).collect();
-            let scan_ids: Vec<String> = judged.iter().map(|(s, _)| s.scan_id.clone()).collect();
+            let ids: Vec<(String, String)> = judged
+                .iter()
+                .map(|(s, _)| (s.gate.clone(), s.scan_id.clone()))
+                .collect();
             let mut answers = if judged.is_empty() {
                 Vec::new()
             } else {
                 self.engine.event(event)?.upload_scans(judged).await?
             }
             .into_iter()
-            .zip(gates.iter().zip(scan_ids));
+            .zip(ids);
             for slot in results.iter_mut().filter(|r| r.is_none()) {
                 let (answer, (gate, scan_id)) = answers.next().expect("one answer per scan");
                 let (outcome, admission, error) = match answer {
@@ -364,7 +366,7 @@ impl v1::check_in_server::CheckIn for Api {
                     Outcome::Repeated => "repeated",
                     _ => "refused",
                 };
-                telemetry::scan(gate, label);
+                telemetry::scan(&gate, label);
                 *slot = Some(v1::ScanResult {
                     scan_id,
                     outcome: outcome as i32,

@@ -567,10 +567,8 @@ async fn lag((consumer, topic): (StreamConsumer, String), mut stop: watch::Recei
         let consumer = &consumer;
         let topic = topic.clone();
         let lag = tokio::task::block_in_place(move || -> Option<i64> {
-            let metadata = consumer
-                .fetch_metadata(Some(&topic), Duration::from_secs(5))
-                .ok()?;
-            let partitions = metadata.topics().first()?.partitions().len() as i32;
+            let partitions =
+                kafka::partition_count(consumer, &topic, Duration::from_secs(5)).ok()? as i32;
             let mut list = TopicPartitionList::new();
             for p in 0..partitions {
                 list.add_partition(&topic, p);

@@ -35,32 +35,19 @@ pub fn consumer(broker: &Broker, topic: &str) -> StreamConsumer {
 /// A consumer of every partition of `topic` from its first message, by assignment (no group),
 /// once the topic exists.
 pub async fn reader(broker: &Broker, topic: &str) -> StreamConsumer {
-    use kafka::rdkafka::{Offset, TopicPartitionList};
+    use kafka::rdkafka::Offset;
     let group = format!("test-{}", uuid::Uuid::now_v7());
     let consumer: StreamConsumer =
         kafka::consumer(&broker.addr, &group, &BTreeMap::new()).expect("consumer");
     let deadline = Instant::now() + Duration::from_secs(30);
     let partitions = loop {
-        let found = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .ok()
-            .and_then(|m| {
-                let t = m.topics().first()?;
-                (t.error().is_none() && !t.partitions().is_empty()).then(|| t.partitions().len())
-            });
-        if let Some(n) = found {
+        if let Ok(n) = kafka::partition_count(&consumer, topic, Duration::from_secs(5)) {
             break n;
         }
         assert!(Instant::now() < deadline, "no topic {topic} after 30 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).expect("assign");
+    kafka::assign_partitions(&consumer, topic, 0..partitions, Offset::Beginning).expect("assign");
     consumer
 }
 
