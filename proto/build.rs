@@ -14,6 +14,8 @@ const PROTOS: &[&str] = &[
     "boxoffice/v1/payments.proto",
     "boxoffice/v1/check_in.proto",
     "boxoffice/v1/wallet.proto",
+    "boxoffice/v1/ticket_files.proto",
+    "boxoffice/v1/mail.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

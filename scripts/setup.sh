@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing boxoffice needs on a fresh machine. Idempotent: every step
 # checks first, so a second run takes a second. The Rust toolchain's own tools, a C compiler,
-# from Debian's packages the build tools of librdkafka, the bench's baselines (PostgreSQL, Redis)
-# and the headless browser that checks its HTML report (Chromium); and the tansu broker.
+# from Debian's packages the build tools of librdkafka, the bench's baselines (PostgreSQL, Redis),
+# the headless browser that checks its HTML report (Chromium) and the PDF and QR readers of the
+# ticket tests; from PyPI the tests' SMTP server; and the tansu broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,10 @@ need cmake || missing+=(cmake)
 need c++ || missing+=(g++)
 compgen -G "/usr/include/*/curl/curl.h" >/dev/null || [[ -f /usr/include/curl/curl.h ]] ||
     missing+=(libcurl4-openssl-dev)
+# - poppler-utils (pdftotext, pdftoppm) and zbar-tools (zbarimg) read the ticket PDFs back in the
+#   tests: their text, and each page's QR code decoded from a rendered image.
+need pdftoppm || missing+=(poppler-utils)
+need zbarimg || missing+=(zbar-tools)
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
     sudo=()
@@ -53,6 +58,14 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
+
+# The SMTP server of the email adapter's tests (scripts/smtp.sh starts it): aiosmtpd from PyPI,
+# pinned, into the site-packages of the python3 on PATH.
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    echo "setup: installing aiosmtpd (the tests' SMTP server)"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        aiosmtpd==1.4.6
+fi
 
 # The Kafka-protocol broker of the tests, the bench and a local run: tansu, built from crates.io
 # once (7 to 20 minutes on 2 cores) into a cache outside the checkout ($XDG_CACHE_HOME, else

@@ -1,8 +1,49 @@
 //! boxoffice's adapters: services that act on the order events boxoffice publishes on Kafka and
 //! report back over Kafka, each with durable state of its own. They never read or write the
-//! engine's files. `payments` is the payment adapter (the `boxoffice-payments` binary).
+//! engine's files. `payments` is the payment adapter (the `boxoffice-payments` binary),
+//! `tickets` the ticket-file adapter (`boxoffice-tickets`), `mail` the email adapter
+//! (`boxoffice-email`); `api_keys` guards their gRPC
+//! services. What every adapter's binary does the same way (logs, signals, Kafka properties) is
+//! here.
 
+pub mod api_keys;
+pub mod mail;
 pub mod payments;
+pub mod tickets;
+
+/// Logs to stderr as `tracing` events, filtered by the environment variable `filter_env`
+/// (`warn`, `info,adapters=debug`, ...), coloured only on a terminal.
+pub fn init_logging(filter_env: &str) {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env(filter_env))
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// A channel that turns true at SIGTERM or Ctrl-C: how every adapter is told to stop.
+pub fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    stop
+}
+
+/// Parses a `--kafka-property KEY=VALUE` flag.
+pub fn kafka_property(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    Ok((key.trim().to_string(), value.trim().to_string()))
+}
 
 /// Serves the process's Prometheus metrics on `listen` at `/metrics`; returns the bound address.
 pub async fn serve_metrics(listen: std::net::SocketAddr) -> anyhow::Result<std::net::SocketAddr> {
@@ -23,6 +64,64 @@ pub async fn serve_metrics(listen: std::net::SocketAddr) -> anyhow::Result<std::
     );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+/// Makes sure each of `topics` exists (retrying while the cluster is not ready: boxoffice may
+/// not have made them yet), then a consumer in `group` with the static member id `instance_id`,
+/// subscribed to `subscribe`. `None` if `stop` turned true first.
+pub async fn subscribed_consumer(
+    brokers: &str,
+    properties: &std::collections::BTreeMap<String, String>,
+    (group, instance_id): (&str, &str),
+    topics: &[&str],
+    subscribe: &[&str],
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<kafka::rdkafka::consumer::StreamConsumer>> {
+    use anyhow::Context;
+    use kafka::rdkafka::consumer::Consumer;
+    for topic in topics {
+        let mut stop = stop.clone();
+        while let Err(e) = kafka::ensure_topic(brokers, properties, topic, 6, 1).await {
+            tracing::warn!(error = %e, topic, "topic not ready; retrying");
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return Ok(None),
+                () = tokio::time::sleep(kafka::RETRY_BACKOFF) => {}
+            }
+        }
+    }
+    // Static membership (`kafka::instance_id`): a restarted adapter takes its old place at once.
+    let mut properties = properties.clone();
+    properties.insert("group.instance.id".into(), instance_id.to_string());
+    let consumer = kafka::consumer(brokers, group, &properties).context("consumer")?;
+    consumer
+        .subscribe(subscribe)
+        .with_context(|| format!("subscribe to {}", subscribe.join(", ")))?;
+    Ok(Some(consumer))
+}
+
+/// Binds `listen` and serves `routes` (one gRPC service: `Routes::new(service)`) from a task of
+/// its own; the bound address. `what` names the service in errors.
+pub async fn serve_grpc(
+    listen: std::net::SocketAddr,
+    routes: tonic::service::Routes,
+    what: &'static str,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot bind the {what} port {listen}"))?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            tracing::error!(error = %e, "the {what} service stopped");
+        }
     });
     Ok(addr)
 }

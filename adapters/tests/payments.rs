@@ -236,6 +236,7 @@ impl Shop {
                     reference: reference.into(),
                 }),
                 idempotency_key: String::new(),
+                contact: None,
             }))
             .await
             .unwrap()

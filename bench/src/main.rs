@@ -16,6 +16,7 @@ mod load;
 mod order_events;
 mod payments;
 mod relay_drain;
+mod render;
 mod report;
 mod results;
 mod run;
@@ -54,6 +55,8 @@ enum Command {
     Payments(Box<payments::PaymentsArgs>),
     /// Durable check-ins over gRPC: tickets issued in process, then scanned once each.
     CheckIn(check_in::CheckInArgs),
+    /// Ticket PDFs rendered per second by the ticket-file adapter's renderer.
+    Render(render::RenderArgs),
     /// The no-op Reservations and Availability server alone, for external load tools (h2load,
     /// ghz): the transport's ceiling beside boxoffice. Serves until SIGTERM or Ctrl-C.
     NoopServer {
@@ -83,6 +86,7 @@ fn main() -> Result<()> {
         Command::Payments(args) => payments::payments(*args),
         // Builds its own runtimes: one for the server, one for the load generator.
         Command::CheckIn(args) => check_in::check_in(args),
+        Command::Render(args) => render::render_bench(args),
         Command::NoopServer { listen } => runtime()?.block_on(noop_server(listen)),
     }
 }

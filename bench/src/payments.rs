@@ -389,6 +389,7 @@ pub(crate) async fn place(
                 reference: "test:approve".into(),
             }),
             idempotency_key: String::new(),
+            contact: None,
         }))
         .await?
         .into_inner()

@@ -119,6 +119,7 @@ pub async fn relay(args: RelayArgs) -> Result<()> {
                                 hold_id,
                                 payment_ref: format!("bench-{hold_id}"),
                                 idempotency_key: None,
+                                contact: None,
                             })
                             .await?;
                     }

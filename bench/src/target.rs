@@ -610,6 +610,7 @@ impl Target {
                 reference: format!("bench-{hold_id}"),
             }),
             idempotency_key: String::new(),
+            contact: None,
         };
         match self {
             Target::Grpc(g) => ReservationsClient::new(g.channel())

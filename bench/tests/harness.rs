@@ -451,6 +451,14 @@ fn bad_invocations_are_refused_with_a_reason() {
     );
     check(&["check-in", "--gates", "1001"], "--gates must be 1..=1000");
     check(
+        &["render", "--threads", "0"],
+        "--orders, --tickets-per-order and --threads must be at least 1",
+    );
+    check(
+        &["render", "--paper", "a3"],
+        "--paper `a3` is not a4 or letter",
+    );
+    check(
         &["payments", "--kafka", "127.0.0.1:9092", "--orders", "0"],
         "--orders, --concurrency and --connections must be at least 1",
     );
@@ -755,4 +763,26 @@ fn the_noop_server_runs_alone_answers_a_reserve_and_stops_on_sigterm() {
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
     assert!(child.wait().expect("exit").success());
+}
+
+#[test]
+fn the_render_bench_renders_every_order_once_with_a_page_per_ticket() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run_ok(
+        dir.path(),
+        &[
+            "render",
+            "--orders",
+            "12",
+            "--tickets-per-order",
+            "3",
+            "--threads",
+            "2",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("rendered 12 orders x 3 tickets on 2 threads"),
+        "{stdout}"
+    );
 }

@@ -31,6 +31,7 @@ fn spec(tiers: Vec<TierSpec>) -> EventSpec {
         customer_limit: None,
         hold_ttl_ms: 600_000,
         payment_ttl_ms: 900_000,
+        time_zone: "UTC".into(),
         tiers,
     }
 }

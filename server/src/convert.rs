@@ -127,6 +127,11 @@ pub fn event_spec(
             s => u64::from(s) * 1_000,
         },
         tiers,
+        time_zone: if request.time_zone.is_empty() {
+            "UTC".into()
+        } else {
+            request.time_zone
+        },
     })
 }
 
@@ -197,6 +202,7 @@ pub fn event_to_proto(spec: &EventSpec, status: domain::EventStatus) -> v1::Even
         customer_limit: spec.customer_limit,
         default_hold_ttl_seconds: (spec.hold_ttl_ms / 1_000) as u32,
         payment_ttl_seconds: (spec.payment_ttl_ms / 1_000) as u32,
+        time_zone: spec.time_zone.clone(),
         tiers: spec
             .tiers
             .iter()
@@ -358,6 +364,12 @@ pub fn confirm_request(
             hold_id,
             payment_ref: payment.reference,
             idempotency_key: idempotency_key(r.idempotency_key),
+            // Checked by the engine (`check_contact`), as every other limit.
+            contact: r.contact.map(|c| domain::Contact {
+                email: c.email,
+                name: c.name,
+                language: c.language,
+            }),
         },
     ))
 }
@@ -482,6 +494,11 @@ pub fn order_to_proto(o: &domain::Order) -> v1::Order {
         fees_minor: o.fees_minor,
         total_minor: o.total_minor,
         payment_reference: o.payment_ref.clone(),
+        contact: o.contact.as_ref().map(|c| v1::Contact {
+            email: c.email.clone(),
+            name: c.name.clone(),
+            language: c.language.clone(),
+        }),
         status: order_status_to_proto(o.status) as i32,
         created_at: timestamp(o.created_at_ms),
         updated_at: timestamp(o.updated_at_ms),

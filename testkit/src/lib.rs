@@ -1,6 +1,7 @@
 //! What the test suites of several crates share: a real tansu broker started by
 //! `scripts/broker.sh` (SQLite storage, so a broker killed and restarted keeps what it
-//! acknowledged). Test code only; no crate depends on it outside `[dev-dependencies]`.
+//! acknowledged), and a real SMTP server started by `scripts/smtp.sh`. Test code only; no crate
+//! depends on it outside `[dev-dependencies]`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -86,5 +87,85 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = Command::new(script()).arg("stop").arg(&self.dir).output();
+    }
+}
+
+/// An SMTP server (aiosmtpd, started by `scripts/smtp.sh`) that delivers every message it accepts
+/// into a maildir; stopped when dropped.
+pub struct Smtp {
+    dir: PathBuf,
+    /// `host:port` it listens on (loopback).
+    pub addr: String,
+}
+
+impl Smtp {
+    /// Starts a server on a free port.
+    pub fn start(dir: &Path) -> Smtp {
+        Smtp::start_on(dir, None)
+    }
+
+    /// Starts a server, on `port` if given; messages already in the maildir stay.
+    pub fn start_on(dir: &Path, port: Option<&str>) -> Smtp {
+        let mut command =
+            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/smtp.sh"));
+        command.arg("start").arg(dir);
+        if let Some(port) = port {
+            command.arg(port);
+        }
+        let out = command.output().expect("run scripts/smtp.sh");
+        assert!(
+            out.status.success(),
+            "the SMTP server did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        let addr = text
+            .lines()
+            .find_map(|l| l.strip_prefix("smtp="))
+            .unwrap_or_else(|| panic!("no smtp= in {text:?}"))
+            .to_string();
+        Smtp {
+            dir: dir.to_path_buf(),
+            addr,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("host:port")
+    }
+
+    /// Every message received so far, raw, in no particular order.
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        let new = self.dir.join("maildir/new");
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(&new).expect("the maildir") {
+            all.push(std::fs::read(entry.expect("an entry").path()).expect("a message"));
+        }
+        all
+    }
+
+    /// Stops the server; `restart` brings it back on the same port and maildir.
+    pub fn stop(&self) {
+        let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/smtp.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
+
+    pub fn restart(&mut self) {
+        let port = self.port().to_string();
+        let restarted = Smtp::start_on(&self.dir, Some(&port));
+        assert_eq!(restarted.addr, self.addr);
+        std::mem::forget(restarted);
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

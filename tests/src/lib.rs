@@ -70,6 +70,7 @@ pub fn event(tiers: Vec<TierSpec>) -> EventSpec {
         customer_limit: None,
         hold_ttl_ms: 3_600_000,
         payment_ttl_ms: 900_000,
+        time_zone: "UTC".into(),
         tiers,
     }
 }

@@ -86,6 +86,9 @@ impl Inventory {
             + self.key_queue.capacity() as u64 * size_of::<(u64, KeyId)>() as u64
             // The answer's line; the key and its owner are in `text_bytes`.
             + self.keys.len() as u64 * ANSWER_LINE_BYTES
+            // Orders answered to confirm, cancel and refund keys are boxed: at most one per
+            // order, nearly always (a key per confirm).
+            + self.keys.len().min(self.orders.len()) as u64 * size_of::<Order>() as u64
             + self.seats_in_keys_estimate() * ANSWER_SEAT_BYTES;
         let ended = table(self.ended.capacity(), size_of::<(HoldId, HoldEnd)>());
         // The ticket index and the admissions: their 64 shards even when empty, their entries,

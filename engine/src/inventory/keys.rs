@@ -135,7 +135,7 @@ impl Inventory {
     ) -> Result<(Option<Keyed>, Option<Order>), Rejection> {
         let keyed = keyed(scope, "", key, request, limits)?;
         let first = match self.repeat(keyed.as_ref(), now_ms, limits)? {
-            Some(Answer::Order(order)) => Some(order),
+            Some(Answer::Order(order)) => Some(*order),
             _ => None,
         };
         Ok((keyed, first))

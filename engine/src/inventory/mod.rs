@@ -124,6 +124,7 @@ pub enum Record {
         at_ms: u64,
         payment_due_at_ms: u64,
         key: Option<KeyRecord>,
+        contact: Option<Box<Contact>>,
     },
     OrderCancelled {
         order_id: OrderId,
@@ -212,6 +213,8 @@ struct OrderState {
     lines: Vec<LineRecord>,
     tickets: u32,
     payment_ref: String,
+    /// Boxed: most of an order's size is in the table of every order, the contact is not.
+    contact: Option<Box<Contact>>,
     status: OrderStatus,
     created_at_ms: u64,
     updated_at_ms: u64,
@@ -276,7 +279,9 @@ fn shared_text(text: &Arc<str>) -> u64 {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Answer {
     Hold(Hold),
-    Order(Order),
+    /// Boxed: an order is three times a hold's size, and most keys are reserve keys, whose entries
+    /// would all be that big.
+    Order(Box<Order>),
     Released(Hold),
 }
 
@@ -567,10 +572,11 @@ impl Inventory {
                 at_ms,
                 payment_due_at_ms,
                 key,
+                contact,
             } => self.apply_hold_confirmed(
                 *hold_id,
                 *order_id,
-                payment_ref,
+                (payment_ref, contact.as_deref()),
                 lines,
                 (*at_ms, *payment_due_at_ms),
                 key.as_ref(),

@@ -129,6 +129,8 @@ pub struct EventSpec {
     /// Time a confirmed order has to be paid; unpaid past it, the engine cancels it.
     pub payment_ttl_ms: u64,
     pub tiers: Vec<TierSpec>,
+    /// The IANA time zone the event takes place in, for local times on tickets and in emails.
+    pub time_zone: String,
 }
 
 /// A seat by its printed labels.
@@ -170,6 +172,20 @@ pub struct ConfirmRequest {
     /// The storefront's reference for the payment (method token, cart id); carried to the order.
     pub payment_ref: String,
     pub idempotency_key: Option<String>,
+    /// Where the order's tickets and notices go; carried to the order.
+    pub contact: Option<Contact>,
+}
+
+/// The buyer's contact details for an order, as given at confirm (checked by
+/// `spec::check_contact`).
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct Contact {
+    /// `local@domain`.
+    pub email: String,
+    /// Printed on the tickets; may be empty.
+    pub name: String,
+    /// A BCP 47 tag for the emails' language; may be empty.
+    pub language: String,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
@@ -334,6 +350,9 @@ pub struct Order {
     pub cancelled: Option<(CancelCause, String)>,
     /// Minor units given back by refunds.
     pub refunded_minor: u64,
+    /// Where its tickets and notices go, if the storefront said. Boxed: orders are kept as the
+    /// answers of confirm keys, and most have no contact.
+    pub contact: Option<Box<Contact>>,
 }
 
 /// Counts for one tier. `available + held + sold == capacity` always.

@@ -15,6 +15,9 @@ impl Inventory {
         limits: &Limits,
     ) -> Result<Decision<Order>, Rejection> {
         check_string("payment reference", &req.payment_ref, limits)?;
+        if let Some(contact) = &req.contact {
+            super::spec::check_contact(contact)?;
+        }
         let (keyed, first) =
             self.order_key(KeyScope::Confirm, &req.idempotency_key, req, now_ms, limits)?;
         if let Some(order) = first {
@@ -47,6 +50,7 @@ impl Inventory {
             at_ms: now_ms,
             payment_due_at_ms: now_ms.saturating_add(self.spec.payment_ttl_ms),
             key: keyed.map(|k| k.record),
+            contact: req.contact.clone().map(Box::new),
         };
         self.apply(&record);
         let answer = self.order_view(order_id).expect("the order was just made");
@@ -140,6 +144,7 @@ impl Inventory {
             tickets: self.tickets_view(o),
             cancelled: o.cancelled.clone(),
             refunded_minor: o.refunded_minor,
+            contact: o.contact.clone(),
         })
     }
 
@@ -152,7 +157,7 @@ impl Inventory {
         &mut self,
         hold_id: HoldId,
         order_id: OrderId,
-        payment_ref: &str,
+        (payment_ref, contact): (&str, Option<&Contact>),
         lines: &[LineRecord],
         (at_ms, payment_due_at_ms): (u64, u64),
         key: Option<&KeyRecord>,
@@ -198,6 +203,7 @@ impl Inventory {
                 lines: lines.to_vec(),
                 tickets: hold.tickets,
                 payment_ref: payment_ref.to_string(),
+                contact: contact.map(|c| Box::new(c.clone())),
                 status: OrderStatus::PendingPayment,
                 created_at_ms: at_ms,
                 updated_at_ms: at_ms,
@@ -211,6 +217,8 @@ impl Inventory {
             },
         );
         assert!(previous.is_none(), "order {order_id} made twice");
+        // The customer id moved from the hold with its bytes; the contact is new.
+        self.text_bytes += contact_text(&self.orders[&order_id]);
         self.payment_deadlines
             .entry(payment_due_at_ms)
             .or_default()
@@ -218,7 +226,13 @@ impl Inventory {
         self.note_end(hold_id, HoldEnd::Confirmed(order_id), at_ms);
         if let Some(k) = key {
             let order = self.order_view(order_id).expect("just inserted");
-            self.remember(KeyScope::Confirm, "", k, at_ms, Answer::Order(order));
+            self.remember(
+                KeyScope::Confirm,
+                "",
+                k,
+                at_ms,
+                Answer::Order(Box::new(order)),
+            );
         }
         self.check_lines(lines);
     }
@@ -258,7 +272,7 @@ impl Inventory {
         self.untally(&customer, tickets, 0);
         if let Some(k) = key {
             let order = self.order_view(order_id).expect("exists");
-            self.remember(scope, "", k, at_ms, Answer::Order(order));
+            self.remember(scope, "", k, at_ms, Answer::Order(Box::new(order)));
         }
     }
 
@@ -327,5 +341,15 @@ pub(super) fn order_text(o: &OrderState) -> u64 {
                 + footprint::heap(r.len())
         })
         .sum();
-    shared_text(&o.customer) + payment + cancelled + issued + refunds
+    shared_text(&o.customer) + payment + cancelled + issued + refunds + contact_text(o)
+}
+
+/// Heap bytes of an order's contact, if it has one.
+fn contact_text(o: &OrderState) -> u64 {
+    o.contact.as_ref().map_or(0, |c| {
+        std::mem::size_of::<Contact>() as u64
+            + footprint::heap(c.email.len())
+            + footprint::heap(c.name.len())
+            + footprint::heap(c.language.len())
+    })
 }

@@ -72,6 +72,87 @@ pub(super) fn check_string(what: &str, value: &str, limits: &Limits) -> Result<(
     Ok(())
 }
 
+/// The longest IANA time zone name taken; the longest in the database is 32 bytes.
+const MAX_TIME_ZONE_BYTES: usize = 64;
+/// RFC 5321's limit on a forward path; a longer address cannot be delivered.
+pub const MAX_EMAIL_BYTES: usize = 254;
+/// A name printed on a ticket, at most.
+pub const MAX_CONTACT_NAME_BYTES: usize = 200;
+/// A BCP 47 language tag, at most (RFC 5646 advises 35 characters).
+pub const MAX_LANGUAGE_BYTES: usize = 35;
+
+/// Checks that `name` is a time zone of the IANA database compiled into the binary (so the
+/// answer is the same on every machine and at every replay).
+fn check_time_zone(name: &str) -> Result<(), Rejection> {
+    if name.is_empty() || name.len() > MAX_TIME_ZONE_BYTES {
+        return Err(Rejection::Invalid(format!(
+            "time zone must be 1 to {MAX_TIME_ZONE_BYTES} bytes"
+        )));
+    }
+    if jiff::tz::db().get(name).is_err() {
+        return Err(Rejection::Invalid(format!(
+            "time zone `{}` is not an IANA time zone name (e.g. Europe/Lisbon)",
+            rejection::quote(name)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a buyer's contact details: an address of the form `local@domain` without spaces or
+/// control characters, a printable name and a language tag of letters, digits and `-`.
+pub fn check_contact(contact: &Contact) -> Result<(), Rejection> {
+    let invalid = |m: String| Err(Rejection::Invalid(m));
+    let email = &contact.email;
+    if email.is_empty() || email.len() > MAX_EMAIL_BYTES {
+        return invalid(format!(
+            "contact email must be 1 to {MAX_EMAIL_BYTES} bytes"
+        ));
+    }
+    let well_formed = match email.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains("..")
+                && !domain.contains('@')
+                && email
+                    .chars()
+                    .all(|c| !c.is_control() && !c.is_whitespace() && c != '<' && c != '>')
+        }
+        None => false,
+    };
+    if !well_formed {
+        return invalid(format!(
+            "contact email `{}` is not an address of the form local@domain",
+            rejection::quote(email)
+        ));
+    }
+    if contact.name.len() > MAX_CONTACT_NAME_BYTES {
+        return invalid(format!(
+            "contact name is {} bytes, over the limit of {MAX_CONTACT_NAME_BYTES}",
+            contact.name.len()
+        ));
+    }
+    if contact.name.chars().any(char::is_control) {
+        return invalid("contact name must not hold control characters".into());
+    }
+    let language = &contact.language;
+    if language.len() > MAX_LANGUAGE_BYTES
+        || !language
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        || language.starts_with('-')
+        || language.ends_with('-')
+    {
+        return invalid(format!(
+            "contact language `{}` is not a language tag such as en or pt-BR",
+            rejection::quote(language)
+        ));
+    }
+    Ok(())
+}
+
 /// Checks an event spec against the limits; an `Err` names the first problem.
 pub fn validate_spec(spec: &EventSpec, limits: &Limits) -> Result<(), Rejection> {
     let invalid = |m: String| Err(Rejection::Invalid(m));
@@ -109,6 +190,7 @@ pub fn validate_spec(spec: &EventSpec, limits: &Limits) -> Result<(), Rejection>
     if Currency::parse(spec.currency.as_str()).is_none() {
         return invalid("currency must be three upper-case letters".into());
     }
+    check_time_zone(&spec.time_zone)?;
     let mut codes = HashSet::default();
     let mut seats = HashSet::default();
     for tier in &spec.tiers {

@@ -39,6 +39,7 @@ pub(super) fn spec() -> EventSpec {
         customer_limit: Some(8),
         hold_ttl_ms: 60_000,
         payment_ttl_ms: 900_000,
+        time_zone: "UTC".into(),
         tiers: vec![
             TierSpec {
                 code: "GA".into(),
@@ -113,6 +114,7 @@ pub(super) fn confirm(hold: HoldId) -> ConfirmRequest {
         hold_id: hold,
         payment_ref: "card-1".into(),
         idempotency_key: None,
+        contact: None,
     }
 }
 
@@ -627,6 +629,86 @@ fn invalid_specs_are_refused() {
             }
         },
         "listed twice",
+    );
+    check(
+        &|s| s.time_zone = "Mars/Olympus_Mons".into(),
+        "not an IANA time zone",
+    );
+    check(&|s| s.time_zone = String::new(), "time zone must be");
+}
+
+#[test]
+fn a_contact_is_checked_and_carried_to_the_order_and_its_replay() {
+    let contact = |email: &str, name: &str, language: &str| Contact {
+        email: email.into(),
+        name: name.into(),
+        language: language.into(),
+    };
+    let mut inv = event();
+    let placed = inv.reserve(&ga("c1", 2), hid(1), T0, &limits()).unwrap();
+    for (bad, needle) in [
+        (contact("ana", "", ""), "local@domain"),
+        (contact("@example.com", "", ""), "local@domain"),
+        (contact("ana@example..com", "", ""), "local@domain"),
+        (contact("ana maria@example.com", "", ""), "local@domain"),
+        (contact("ana@example.com", "A\nB", ""), "control"),
+        (contact("ana@example.com", "", "pt_BR"), "language tag"),
+        (
+            contact(&format!("{}@example.com", "a".repeat(250)), "", ""),
+            "254 bytes",
+        ),
+    ] {
+        let req = ConfirmRequest {
+            contact: Some(bad),
+            ..confirm(hid(1))
+        };
+        let err = inv.confirm(&req, oid(1), T0, &limits()).unwrap_err();
+        assert!(
+            err.to_string().contains(needle),
+            "{err} should mention {needle}"
+        );
+    }
+    let good = contact("joana@example.pt", "Joana Gonçalves", "pt-BR");
+    let req = ConfirmRequest {
+        contact: Some(good.clone()),
+        ..confirm(hid(1))
+    };
+    let confirmed = inv.confirm(&req, oid(1), T0, &limits()).unwrap();
+    assert_eq!(confirmed.answer.contact.as_deref(), Some(&good));
+
+    // The log replays to the same order; a snapshot restores it.
+    let mut replayed = Inventory::from_created(&Record::Created { spec: spec() });
+    replayed.apply(&placed.record.unwrap());
+    replayed.apply(&confirmed.record.unwrap());
+    assert_eq!(
+        replayed.order_view(oid(1)).unwrap().contact.as_deref(),
+        Some(&good)
+    );
+    let snapshot = postcard::to_stdvec(&inv).unwrap();
+    let restored = postcard::from_bytes::<Inventory>(&snapshot)
+        .unwrap()
+        .restored();
+    assert_eq!(
+        restored.order_view(oid(1)).unwrap().contact.as_deref(),
+        Some(&good)
+    );
+    assert_eq!(
+        restored.text_bytes, inv.text_bytes,
+        "the contact counted alike"
+    );
+    // Changed after: its bytes leave and come back in step.
+    let cancel = CancelOrderRequest {
+        order_id: oid(1),
+        reason: "changed plans".into(),
+        idempotency_key: None,
+    };
+    inv.cancel_order(&cancel, T0 + 1, &limits()).unwrap();
+    assert_eq!(
+        inv.text_bytes,
+        postcard::from_bytes::<Inventory>(&postcard::to_stdvec(&inv).unwrap())
+            .unwrap()
+            .restored()
+            .text_bytes
     );
 }
 

@@ -82,6 +82,7 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
             reference: "p".into(),
         }),
         idempotency_key: String::new(),
+        contact: None,
     });
     let order = c
         .reservations
@@ -294,6 +295,7 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
             reference: reference.into(),
         }),
         idempotency_key: String::new(),
+        contact: None,
     };
     let confirm_cases: Vec<(&str, v1::ConfirmRequest, Code, &str)> = vec![
         (
@@ -313,6 +315,32 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
             confirm(&unknown, "p"),
             Code::NotFound,
             "HOLD_NOT_FOUND",
+        ),
+        (
+            "contact email without a domain",
+            v1::ConfirmRequest {
+                contact: Some(v1::Contact {
+                    email: "ana@".into(),
+                    name: "Ana".into(),
+                    language: "pt".into(),
+                }),
+                ..confirm(&live.hold_id, "p")
+            },
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "contact language not a tag",
+            v1::ConfirmRequest {
+                contact: Some(v1::Contact {
+                    email: "ana@example.com".into(),
+                    name: String::new(),
+                    language: "pt BR".into(),
+                }),
+                ..confirm(&live.hold_id, "p")
+            },
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
         ),
         (
             "expired hold",
@@ -413,6 +441,15 @@ async fn bad_requests_get_their_code_and_reason_and_change_nothing() {
             "payment ttl over the maximum",
             v1::CreateEventRequest {
                 payment_ttl_seconds: 31 * 86_400,
+                ..event_request(10, 1)
+            },
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "unknown time zone",
+            v1::CreateEventRequest {
+                time_zone: "Europe/Atlantis".into(),
                 ..event_request(10, 1)
             },
             Code::InvalidArgument,

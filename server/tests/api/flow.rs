@@ -142,6 +142,11 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
             reference: "pay-123".into(),
         }),
         idempotency_key: "k-confirm".into(),
+        contact: Some(v1::Contact {
+            email: "joana@example.com".into(),
+            name: "Joana Gonçalves".into(),
+            language: "pt-BR".into(),
+        }),
     });
     let order = c
         .reservations
@@ -155,6 +160,18 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
     assert_eq!(order.hold_id, hold_ga.hold_id);
     assert_eq!(order.total_minor, 15_750);
     assert_eq!(order.payment_reference, "pay-123");
+    let contact = order
+        .contact
+        .as_ref()
+        .expect("the contact is carried to the order");
+    assert_eq!(
+        (
+            contact.email.as_str(),
+            contact.name.as_str(),
+            contact.language.as_str()
+        ),
+        ("joana@example.com", "Joana Gonçalves", "pt-BR")
+    );
     watch_until(&mut watch, "GA", (97, 0, 3)).await;
 
     // Release the named seats.
@@ -215,6 +232,7 @@ async fn an_event_from_creation_to_cancelled_order_survives_a_restart() {
     });
     let got = c.admin.get_event(req).await.unwrap().into_inner();
     assert_eq!(got.event.as_ref().unwrap().tiers, event.tiers);
+    assert_eq!(got.event.as_ref().unwrap().time_zone, "Europe/Lisbon");
     assert_eq!(got.summary.as_ref().unwrap().orders, 1);
     assert_eq!(got.summary.as_ref().unwrap().open_holds, 1);
     let req = c.req(v1::ListEventsRequest::default());

@@ -276,6 +276,7 @@ impl Clients {
             hold_id,
             payment: Some(v1::Payment { reference }),
             idempotency_key: String::new(),
+            contact: None,
         });
         let order = self.reservations.confirm(req).await?.into_inner();
         Ok(order.order.expect("an order"))
@@ -370,6 +371,7 @@ pub fn event_request(ga: u32, seats_per_row: u32) -> v1::CreateEventRequest {
         customer_limit: None,
         default_hold_ttl_seconds: 600,
         payment_ttl_seconds: 0,
+        time_zone: "Europe/Lisbon".into(),
         tiers: vec![
             v1::Tier {
                 code: "GA".into(),

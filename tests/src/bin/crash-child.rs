@@ -94,6 +94,7 @@ async fn main() -> Result<()> {
                             hold_id: hold.id,
                             payment_ref: "card".into(),
                             idempotency_key: None,
+                            contact: None,
                         };
                         if let Ok(order) = handle.confirm(request).await {
                             say(&format!("C {} {}\n", hold.id, order.id));

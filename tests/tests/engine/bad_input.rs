@@ -34,6 +34,7 @@ fn confirm(hold_id: HoldId) -> Call {
         hold_id,
         payment_ref: "card".into(),
         idempotency_key: None,
+        contact: None,
     })
 }
 
@@ -60,6 +61,7 @@ async fn each_bad_request_gets_its_rejection_and_changes_nothing() {
             hold_id: confirmed.id,
             payment_ref: "card".into(),
             idempotency_key: None,
+            contact: None,
         })
         .await
         .unwrap();

@@ -20,6 +20,7 @@ async fn same_key_yields_one_hold_even_across_restart() {
         hold_id: a.id,
         payment_ref: "tok_1".into(),
         idempotency_key: Some("pay-42".into()),
+        contact: None,
     };
     let (o1, o2) = tokio::join!(
         handle.confirm(confirm.clone()),

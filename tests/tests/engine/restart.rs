@@ -68,6 +68,7 @@ async fn a_million_logged_changes_restart_in_seconds() {
                     hold_id,
                     payment_ref: "p".into(),
                     idempotency_key: None,
+                    contact: None,
                 };
                 let order = OrderId(Uuid::from_u128(u128::from(n)));
                 Some(inventory.confirm(&req, order, now, &limits).unwrap().record)

@@ -1,0 +1,292 @@
+//! The email adapter's own durable state, in sled under its data directory: every send (one email:
+//! order, kind, address, what it was made from, and how far it got), the events it has read (for
+//! the names and times in notices) and each order's rendered tickets (for a resend).
+//!
+//! It is what makes the adapter send at most once: a send is recorded as `Sending` and flushed
+//! before the SMTP server is asked, and as `Sent` (flushed) after it answered. A send found
+//! `Sending` at start was under way when the adapter stopped: it becomes `Unknown`, for an
+//! operator, and is never sent again by itself; one left `Retrying` is parked.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+#[error("mail ledger: {0}")]
+pub struct LedgerError(String);
+
+fn sled_error(e: std::io::Error) -> LedgerError {
+    LedgerError(format!("state database: {e}"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    Sending,
+    Retrying,
+    Sent,
+    Parked,
+    Unknown,
+}
+
+/// What an email is made from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    /// An encoded `boxoffice.v1.TicketsRendered`: the tickets, with the PDF attached.
+    Tickets(Vec<u8>),
+    /// An encoded `boxoffice.v1.Order` and its encoded `boxoffice.v1.Event` (empty if the
+    /// adapter never read it): a notice.
+    Order { order: Vec<u8>, event: Vec<u8> },
+}
+
+/// One email.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Send {
+    pub order_id: String,
+    pub event_id: String,
+    /// `tickets`, `cancelled`, `unpaid`, `refunded` or `resend:<request id>`.
+    pub kind: String,
+    pub to: String,
+    /// The contact's language tag; empty: the default.
+    pub language: String,
+    pub source: Source,
+    pub state: State,
+    pub attempts: u32,
+    /// The SMTP server's last answer or error, or why it was parked.
+    pub detail: String,
+    pub updated_at_ms: u64,
+    /// Order of making, across the adapter: sends of an order are listed in it.
+    pub seq: u64,
+}
+
+/// sled 1.0's handles are not `Sync`, so the trees sit behind a mutex; a flush holds it for its
+/// fsync (twice per email: before and after the SMTP server is asked).
+pub struct Ledger(Mutex<Trees>);
+
+struct Trees {
+    db: sled::Db,
+    /// `<order id>/<kind>` -> `Send`.
+    sends: sled::Tree,
+    /// event id -> encoded `boxoffice.v1.Event`.
+    events: sled::Tree,
+    /// order id -> encoded `boxoffice.v1.TicketsRendered`.
+    tickets: sled::Tree,
+    /// The next `Send::seq`: one past the highest stored.
+    next_seq: u64,
+}
+
+fn key(order_id: &str, kind: &str) -> Vec<u8> {
+    format!("{order_id}/{kind}").into_bytes()
+}
+
+fn decode(bytes: &[u8]) -> Result<Send, LedgerError> {
+    postcard::from_bytes(bytes).map_err(|e| LedgerError(format!("a stored send is corrupt: {e}")))
+}
+
+impl Ledger {
+    pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| LedgerError(format!("cannot open {}: {e}", dir.display())))?;
+        let tree = |name: &str| db.open_tree(name).map_err(sled_error);
+        let sends = tree("sends")?;
+        let mut next_seq = 0;
+        for item in sends.iter() {
+            let (_, v) = item.map_err(sled_error)?;
+            next_seq = next_seq.max(decode(&v)?.seq + 1);
+        }
+        Ok(Ledger(Mutex::new(Trees {
+            sends,
+            events: tree("events")?,
+            tickets: tree("tickets")?,
+            next_seq,
+            db,
+        })))
+    }
+
+    fn trees(&self) -> std::sync::MutexGuard<'_, Trees> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn flush(&self) -> Result<(), LedgerError> {
+        self.trees().db.flush().map_err(sled_error)?;
+        Ok(())
+    }
+
+    pub fn send(&self, order_id: &str, kind: &str) -> Result<Option<Send>, LedgerError> {
+        match self
+            .trees()
+            .sends
+            .get(key(order_id, kind))
+            .map_err(sled_error)?
+        {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records `send` (not flushed).
+    pub fn put_send(&self, send: &Send) -> Result<(), LedgerError> {
+        let bytes = postcard::to_stdvec(send).expect("in-memory encoding cannot fail");
+        self.trees()
+            .sends
+            .insert(key(&send.order_id, &send.kind), bytes)
+            .map_err(sled_error)?;
+        Ok(())
+    }
+
+    /// The next number in the order of making.
+    pub fn next_seq(&self) -> u64 {
+        let mut trees = self.trees();
+        trees.next_seq += 1;
+        trees.next_seq - 1
+    }
+
+    /// An order's sends, in the order they were made.
+    pub fn sends_of(&self, order_id: &str) -> Result<Vec<Send>, LedgerError> {
+        let trees = self.trees();
+        let mut sends = Vec::new();
+        for item in trees.sends.scan_prefix(format!("{order_id}/").as_bytes()) {
+            let (_, v) = item.map_err(sled_error)?;
+            sends.push(decode(&v)?);
+        }
+        sends.sort_by_key(|s| s.seq);
+        Ok(sends)
+    }
+
+    /// Sends in any of `states`, at most `limit`, oldest first.
+    pub fn sends_in(&self, states: &[State], limit: usize) -> Result<Vec<Send>, LedgerError> {
+        let trees = self.trees();
+        let mut sends = Vec::new();
+        for item in trees.sends.iter() {
+            let (_, v) = item.map_err(sled_error)?;
+            let send = decode(&v)?;
+            if states.contains(&send.state) {
+                sends.push(send);
+            }
+        }
+        sends.sort_by_key(|s| s.seq);
+        sends.truncate(limit);
+        Ok(sends)
+    }
+
+    pub fn put_event(&self, event_id: &str, event: &[u8]) -> Result<(), LedgerError> {
+        self.trees()
+            .events
+            .insert(event_id.as_bytes(), event)
+            .map_err(sled_error)?;
+        Ok(())
+    }
+
+    pub fn event(&self, event_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        Ok(self
+            .trees()
+            .events
+            .get(event_id.as_bytes())
+            .map_err(sled_error)?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn put_tickets(&self, order_id: &str, rendered: &[u8]) -> Result<(), LedgerError> {
+        self.trees()
+            .tickets
+            .insert(order_id.as_bytes(), rendered)
+            .map_err(sled_error)?;
+        Ok(())
+    }
+
+    pub fn tickets(&self, order_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        Ok(self
+            .trees()
+            .tickets
+            .get(order_id.as_bytes())
+            .map_err(sled_error)?
+            .map(|v| v.to_vec()))
+    }
+
+    /// At start: every send left `Sending` by a stop becomes `Unknown`, and every send left
+    /// `Retrying` becomes `Parked` (an operator's retry or resend has no message to bring it
+    /// back), flushed. Returns how many became `Unknown`.
+    pub fn settle_interrupted(&self, now_ms: u64) -> Result<usize, LedgerError> {
+        let interrupted = self.sends_in(&[State::Sending, State::Retrying], usize::MAX)?;
+        let mut unknown = 0;
+        for send in &interrupted {
+            let (state, detail) = if send.state == State::Sending {
+                unknown += 1;
+                (
+                    State::Unknown,
+                    "the adapter stopped while handing it to the SMTP server: it may or may not \
+                     have gone out",
+                )
+            } else {
+                (
+                    State::Parked,
+                    "the adapter stopped between two attempts; retry it",
+                )
+            };
+            self.put_send(&Send {
+                state,
+                detail: format!("{detail} (last: {})", send.detail),
+                updated_at_ms: now_ms,
+                ..send.clone()
+            })?;
+        }
+        self.flush()?;
+        Ok(unknown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(order: &str, kind: &str, state: State, seq: u64) -> Send {
+        Send {
+            order_id: order.into(),
+            event_id: "e".into(),
+            kind: kind.into(),
+            to: "ana@example.com".into(),
+            language: String::new(),
+            source: Source::Tickets(vec![1, 2]),
+            state,
+            attempts: 1,
+            detail: String::new(),
+            updated_at_ms: 1,
+            seq,
+        }
+    }
+
+    #[test]
+    fn a_send_left_sending_by_a_stop_is_unknown_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let ledger = Ledger::open(dir.path()).unwrap();
+            ledger
+                .put_send(&send("o1", "tickets", State::Sent, 1))
+                .unwrap();
+            ledger
+                .put_send(&send("o1", "resend:a", State::Sending, 2))
+                .unwrap();
+            ledger
+                .put_send(&send("o2", "tickets", State::Parked, 3))
+                .unwrap();
+            ledger.flush().unwrap();
+        }
+        let ledger = Ledger::open(dir.path()).unwrap();
+        assert_eq!(ledger.settle_interrupted(9).unwrap(), 1);
+        let sends = ledger.sends_of("o1").unwrap();
+        assert_eq!(
+            sends
+                .iter()
+                .map(|s| (s.kind.as_str(), s.state))
+                .collect::<Vec<_>>(),
+            [("tickets", State::Sent), ("resend:a", State::Unknown)]
+        );
+        let waiting = ledger
+            .sends_in(&[State::Parked, State::Unknown], 10)
+            .unwrap();
+        assert_eq!(waiting.len(), 2);
+        assert!(ledger.send("o3", "tickets").unwrap().is_none());
+    }
+}

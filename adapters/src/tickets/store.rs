@@ -1,0 +1,278 @@
+//! The ticket-file adapter's own durable state: the events it has read (`EventCreated`, for the
+//! names and times printed on tickets), per order the file rendered and whether its
+//! `TicketsRendered` was published, and the orders it could not render (parked, with why), in
+//! sled under its data directory; and the files themselves, in a directory of their own.
+//!
+//! It never reads or writes the engine's files; a file is written whole (temporary file, fsync,
+//! rename, fsync of the directory) before it is recorded, so a recorded file is always complete.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+#[error("ticket-file store: {0}")]
+pub struct StoreError(String);
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+fn sled_error(e: std::io::Error) -> StoreError {
+    StoreError(format!("state database: {e}"))
+}
+
+/// An order's rendered file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rendered {
+    pub event_id: String,
+    /// Absolute path of the PDF.
+    pub path: PathBuf,
+    pub sha256: String,
+    pub bytes: u64,
+    pub tickets: u32,
+    pub rendered_at_ms: u64,
+    /// The encoded `boxoffice.v1.TicketsRendered` to publish.
+    pub message: Vec<u8>,
+    /// Whether the broker acknowledged `message`.
+    pub published: bool,
+}
+
+/// An order that could not be rendered, kept for an operator (`boxoffice-tickets parked`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parked {
+    pub event_id: String,
+    pub why: String,
+    pub at_ms: u64,
+    /// The encoded `boxoffice.v1.Order`, to render again once the cause is fixed.
+    pub order: Vec<u8>,
+}
+
+/// The state database and the file directory. sled 1.0's handles are not `Sync`, so the trees
+/// sit behind a mutex; a flush holds it for its fsync, once or twice per batch.
+pub struct Store {
+    trees: Mutex<Trees>,
+    files: PathBuf,
+}
+
+struct Trees {
+    db: sled::Db,
+    /// event id -> encoded `boxoffice.v1.Event`.
+    events: sled::Tree,
+    /// order id -> `Rendered`.
+    rendered: sled::Tree,
+    /// order id -> `Parked`.
+    parked: sled::Tree,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("in-memory encoding cannot fail")
+}
+
+fn decode<T: for<'a> Deserialize<'a>>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError(format!("a stored {what} is corrupt: {e}")))
+}
+
+impl Store {
+    /// Opens (or makes) the state database in `state` and the file directory `files`.
+    pub fn open(state: &Path, files: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(files)
+            .map_err(|e| StoreError(format!("cannot make {}: {e}", files.display())))?;
+        let files = std::path::absolute(files)?;
+        let db = sled::Config::new()
+            .path(state)
+            .open()
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", state.display())))?;
+        let tree = |name: &str| db.open_tree(name).map_err(sled_error);
+        let trees = Trees {
+            events: tree("events")?,
+            rendered: tree("rendered")?,
+            parked: tree("parked")?,
+            db,
+        };
+        Ok(Store {
+            trees: Mutex::new(trees),
+            files,
+        })
+    }
+
+    fn trees(&self) -> std::sync::MutexGuard<'_, Trees> {
+        self.trees.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.trees().db.flush().map_err(sled_error)?;
+        Ok(())
+    }
+
+    pub fn put_event(&self, event_id: &str, event: &[u8]) -> Result<(), StoreError> {
+        self.trees()
+            .events
+            .insert(event_id.as_bytes(), event)
+            .map_err(sled_error)?;
+        Ok(())
+    }
+
+    pub fn event(&self, event_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .trees()
+            .events
+            .get(event_id.as_bytes())
+            .map_err(sled_error)?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn rendered(&self, order_id: &str) -> Result<Option<Rendered>, StoreError> {
+        match self
+            .trees()
+            .rendered
+            .get(order_id.as_bytes())
+            .map_err(sled_error)?
+        {
+            Some(v) => Ok(Some(decode("rendered file", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_rendered(&self, order_id: &str, rendered: &Rendered) -> Result<(), StoreError> {
+        let trees = self.trees();
+        trees
+            .rendered
+            .insert(order_id.as_bytes(), encode(rendered))
+            .map_err(sled_error)?;
+        // Rendered now: no longer parked.
+        trees
+            .parked
+            .remove(order_id.as_bytes())
+            .map_err(sled_error)?;
+        Ok(())
+    }
+
+    /// Every rendered order, with its record.
+    pub fn all_rendered(&self) -> Result<Vec<(String, Rendered)>, StoreError> {
+        let trees = self.trees();
+        let mut all = Vec::new();
+        for item in trees.rendered.iter() {
+            let (k, v) = item.map_err(sled_error)?;
+            all.push((
+                String::from_utf8_lossy(&k).into_owned(),
+                decode("rendered file", &v)?,
+            ));
+        }
+        Ok(all)
+    }
+
+    pub fn park(&self, order_id: &str, parked: &Parked) -> Result<(), StoreError> {
+        self.trees()
+            .parked
+            .insert(order_id.as_bytes(), encode(parked))
+            .map_err(sled_error)?;
+        Ok(())
+    }
+
+    pub fn parked(&self) -> Result<Vec<(String, Parked)>, StoreError> {
+        let trees = self.trees();
+        let mut all = Vec::new();
+        for item in trees.parked.iter() {
+            let (k, v) = item.map_err(sled_error)?;
+            all.push((
+                String::from_utf8_lossy(&k).into_owned(),
+                decode("parked order", &v)?,
+            ));
+        }
+        Ok(all)
+    }
+
+    /// Where an order's file lives: one directory per event, the order id as the name, so a
+    /// second render of an order replaces its file rather than adding one.
+    pub fn path_of(&self, event_id: &str, order_id: &str) -> Result<PathBuf, StoreError> {
+        let safe = |s: &str| {
+            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+        };
+        if !safe(event_id) || !safe(order_id) {
+            return Err(StoreError(format!(
+                "ids must be UUIDs to name a file: event {event_id:?}, order {order_id:?}"
+            )));
+        }
+        Ok(self.files.join(event_id).join(format!("{order_id}.pdf")))
+    }
+
+    /// Writes `pdf` at `path` whole: a temporary file beside it, fsync, rename, fsync of the
+    /// directory. Returns its SHA-256 in hex. Blocking.
+    pub fn write_file(path: &Path, pdf: &[u8]) -> Result<String, StoreError> {
+        use std::io::Write;
+        let dir = path.parent().expect("a file path has a parent");
+        std::fs::create_dir_all(dir)?;
+        let temporary = path.with_extension("pdf.tmp");
+        {
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(pdf)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&temporary, path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(hex(&Sha256::digest(pdf)))
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_a_reopen_and_files_are_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, files) = (dir.path().join("state"), dir.path().join("files"));
+        let event = "0190a5c8-0000-7000-8000-000000000001";
+        let order = "0190a5c8-0000-7000-8000-000000000002";
+        {
+            let store = Store::open(&state, &files).unwrap();
+            store.put_event(event, b"event bytes").unwrap();
+            let path = store.path_of(event, order).unwrap();
+            let sha = Store::write_file(&path, b"%PDF-1.7 test").unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), b"%PDF-1.7 test");
+            assert!(!path.with_extension("pdf.tmp").exists());
+            store
+                .park(
+                    order,
+                    &Parked {
+                        event_id: event.into(),
+                        why: "event unknown".into(),
+                        at_ms: 1,
+                        order: vec![1],
+                    },
+                )
+                .unwrap();
+            assert_eq!(store.parked().unwrap().len(), 1);
+            let rendered = Rendered {
+                event_id: event.into(),
+                path,
+                sha256: sha,
+                bytes: 13,
+                tickets: 1,
+                rendered_at_ms: 5,
+                message: vec![7],
+                published: false,
+            };
+            store.put_rendered(order, &rendered).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(&state, &files).unwrap();
+        assert_eq!(store.event(event).unwrap().unwrap(), b"event bytes");
+        let rendered = store.rendered(order).unwrap().unwrap();
+        assert_eq!(rendered.sha256, hex(&Sha256::digest(b"%PDF-1.7 test")));
+        assert!(store.parked().unwrap().is_empty(), "rendered: unparked");
+        assert!(store.path_of("../etc", order).is_err());
+        assert!(store.path_of(event, "x/y").is_err());
+    }
+}
