@@ -1012,5 +1012,58 @@ async fn an_email_the_smtp_server_keeps_refusing_is_parked_and_sent_once_on_retr
         .await
         .unwrap_err();
     assert_eq!(unauthorised.code(), tonic::Code::Unauthenticated);
+
+    // A recipient the server refuses for good (550) is parked at once; one it refuses for now
+    // (451) is tried again, then parked. Neither is ever in the maildir.
+    let refused = shop
+        .order(
+            "c-2",
+            "GA",
+            1,
+            "test:approve",
+            contact("refuse@example.com", "", ""),
+        )
+        .await;
+    let busy = shop
+        .order(
+            "c-3",
+            "GA",
+            1,
+            "test:approve",
+            contact("busy@example.com", "", ""),
+        )
+        .await;
+    shop.settled(&[refused.clone(), busy.clone()]).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while email_adapter.metric("boxoffice_email_parked").await != Some(2.0) {
+        assert!(Instant::now() < deadline, "the refusals were never parked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let parked = operator
+        .list_parked(keyed(v1::ListParkedRequest { page_size: 0 }, OPERATOR))
+        .await
+        .unwrap()
+        .into_inner()
+        .sends;
+    let of = |order: &v1::Order| {
+        parked
+            .iter()
+            .find(|s| s.order_id == order.order_id)
+            .unwrap_or_else(|| panic!("order {} not parked: {parked:?}", order.order_id))
+            .clone()
+    };
+    let (refused, busy) = (of(&refused), of(&busy));
+    assert_eq!(
+        (refused.state, refused.attempts),
+        (v1::SendState::Parked as i32, 1)
+    );
+    assert!(refused.detail.contains("550"), "{refused:?}");
+    assert_eq!(
+        (busy.state, busy.attempts),
+        (v1::SendState::Parked as i32, 3)
+    );
+    assert!(busy.detail.contains("gave up after 3 attempts"), "{busy:?}");
+    assert!(busy.detail.contains("451"), "{busy:?}");
+    assert_eq!(smtp.messages().len(), 1, "only the retried email arrived");
     server.stop().await.unwrap();
 }

@@ -3,7 +3,6 @@
 //! lists what its ledger holds.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -104,12 +103,9 @@ struct RunArgs {
     /// An API key of the Wallet service, `<sha256 hex>:<role>[,<role>]` with roles
     /// wallet-operator (top-ups) and wallet-reader (balances, history); repeatable. The SHA-256
     /// of a key is what `boxoffice hash-key <KEY>` prints. None: the service refuses every call.
-    #[arg(
-        long = "api-key",
-        env = "BOXOFFICE_PAYMENTS_API_KEYS",
-        value_delimiter = ' '
-    )]
-    api_keys: Vec<adapters::payments::wallet_api::ApiKey>,
+    #[arg(long = "api-key", env = "BOXOFFICE_PAYMENTS_API_KEYS", value_delimiter = ' ',
+          value_parser = |s: &str| adapters::api_keys::ApiKey::parse(s, adapters::payments::wallet_api::ROLES))]
+    api_keys: Vec<adapters::api_keys::ApiKey>,
     /// The webhook provider's API base URL (e.g. https://api.provider.example); unset: the
     /// `webhook` provider is off.
     #[arg(long, env = "BOXOFFICE_PAYMENTS_WEBHOOK_API")]
@@ -151,26 +147,13 @@ struct RunArgs {
     )]
     metrics_listen: SocketAddr,
     /// A librdkafka property for every client, KEY=VALUE (repeatable): TLS, SASL, ...
-    #[arg(long = "kafka-property", value_parser = property)]
+    #[arg(long = "kafka-property", value_parser = adapters::kafka_property)]
     properties: Vec<(String, String)>,
-}
-
-fn property(text: &str) -> Result<(String, String), String> {
-    let (key, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
-    Ok((key.trim().to_string(), value.trim().to_string()))
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env(
-            "BOXOFFICE_PAYMENTS_LOG",
-        ))
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    adapters::init_logging("BOXOFFICE_PAYMENTS_LOG");
     match cli.command {
         Command::Charges { data_dir } => {
             let ledger = Ledger::open(&data_dir.join("ledger"))?;
@@ -244,16 +227,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "a --webhook-secret must be at least {} bytes",
         adapters::payments::webhook::MIN_SECRET_BYTES
     );
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        let _ = stop_tx.send(true);
-    });
+    let stop = adapters::stop_on_signal();
     let data_dir = settings.data_dir.clone();
     adapters::payments::run(settings, stop, move |grpc, webhooks| {
         let webhooks = webhooks.map_or("off".to_string(), |w| format!("http://{w}/webhooks/payments"));

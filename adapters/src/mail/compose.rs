@@ -162,13 +162,28 @@ impl Templates {
         };
         // Every template must fill from a full set of fields: a typo shows at start, not at the
         // first order of that kind.
+        // Every field filled, both kinds of ticket: no branch of a template is left unread.
         let sample = Fields {
-            tickets: vec![TicketLine {
-                tier: "t".into(),
-                seat: String::new(),
-            }],
-            ticket_count: 1,
-            ..Fields::default()
+            holder: "h".into(),
+            customer_id: "c".into(),
+            order_id: "o".into(),
+            event_name: "e".into(),
+            venue: "v".into(),
+            starts_at: "s".into(),
+            tickets: vec![
+                TicketLine {
+                    tier: "t".into(),
+                    seat: String::new(),
+                },
+                TicketLine {
+                    tier: "t".into(),
+                    seat: "s".into(),
+                },
+            ],
+            ticket_count: 2,
+            total: "EUR 1.00".into(),
+            reason: "r".into(),
+            refunded: "EUR 1.00".into(),
         };
         for lang in templates.languages.clone() {
             for kind in KINDS {
@@ -232,7 +247,7 @@ pub fn message(
     to: &str,
     message_id: &str,
     composed: &Composed,
-    attachment: Option<(&str, Vec<u8>)>,
+    attachment: Option<(String, Vec<u8>)>,
 ) -> Result<lettre::Message, String> {
     let to: Mailbox = to
         .parse()
@@ -243,7 +258,7 @@ pub fn message(
     let mut mixed = MultiPart::mixed().multipart(body);
     if let Some((name, bytes)) = attachment {
         let pdf = ContentType::parse("application/pdf").expect("a valid content type");
-        mixed = mixed.singlepart(Attachment::new(name.to_string()).body(bytes, pdf));
+        mixed = mixed.singlepart(Attachment::new(name).body(bytes, pdf));
     }
     lettre::Message::builder()
         .from(from.clone())
@@ -403,7 +418,7 @@ mod tests {
             "ana@example.com",
             "<tickets.o-1@example.com>",
             &composed,
-            Some(("tickets.pdf", b"%PDF-1.7".to_vec())),
+            Some(("tickets.pdf".to_string(), b"%PDF-1.7".to_vec())),
         )
         .unwrap();
         let raw = String::from_utf8(m.formatted()).unwrap();

@@ -5,7 +5,8 @@
 //! It is what makes the adapter send at most once: a send is recorded as `Sending` and flushed
 //! before the SMTP server is asked, and as `Sent` (flushed) after it answered. A send found
 //! `Sending` at start was under way when the adapter stopped: it becomes `Unknown`, for an
-//! operator, and is never sent again by itself; one left `Retrying` is parked.
+//! operator, and is never sent again by itself; one an operator's call left `Retrying` is
+//! parked.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -57,6 +58,9 @@ pub struct Send {
     pub updated_at_ms: u64,
     /// Order of making, across the adapter: sends of an order are listed in it.
     pub seq: u64,
+    /// Whether an operator's call (a resend, a retry) drives it rather than a message: such a
+    /// send left RETRYING by a stop has no message to bring it back, so it is parked at start.
+    pub by_operator: bool,
 }
 
 /// sled 1.0's handles are not `Sync`, so the trees sit behind a mutex; a flush holds it for its
@@ -205,11 +209,13 @@ impl Ledger {
             .map(|v| v.to_vec()))
     }
 
-    /// At start: every send left `Sending` by a stop becomes `Unknown`, and every send left
-    /// `Retrying` becomes `Parked` (an operator's retry or resend has no message to bring it
-    /// back), flushed. Returns how many became `Unknown`.
+    /// At start: every send left `Sending` by a stop becomes `Unknown`, and every send an
+    /// operator drove left `Retrying` becomes `Parked` (one a message drove goes on when the
+    /// message comes again: its offset was not committed), flushed. Returns how many became
+    /// `Unknown`.
     pub fn settle_interrupted(&self, now_ms: u64) -> Result<usize, LedgerError> {
-        let interrupted = self.sends_in(&[State::Sending, State::Retrying], usize::MAX)?;
+        let mut interrupted = self.sends_in(&[State::Sending, State::Retrying], usize::MAX)?;
+        interrupted.retain(|s| s.state == State::Sending || s.by_operator);
         let mut unknown = 0;
         for send in &interrupted {
             let (state, detail) = if send.state == State::Sending {
@@ -254,6 +260,7 @@ mod tests {
             detail: String::new(),
             updated_at_ms: 1,
             seq,
+            by_operator: kind.starts_with("resend:"),
         }
     }
 
@@ -271,6 +278,14 @@ mod tests {
             ledger
                 .put_send(&send("o2", "tickets", State::Parked, 3))
                 .unwrap();
+            // Driven by a message: goes on when it comes again.
+            ledger
+                .put_send(&send("o3", "tickets", State::Retrying, 4))
+                .unwrap();
+            // Driven by an operator: nothing brings it back but another call.
+            ledger
+                .put_send(&send("o3", "resend:b", State::Retrying, 5))
+                .unwrap();
             ledger.flush().unwrap();
         }
         let ledger = Ledger::open(dir.path()).unwrap();
@@ -286,7 +301,15 @@ mod tests {
         let waiting = ledger
             .sends_in(&[State::Parked, State::Unknown], 10)
             .unwrap();
-        assert_eq!(waiting.len(), 2);
-        assert!(ledger.send("o3", "tickets").unwrap().is_none());
+        assert_eq!(waiting.len(), 3);
+        assert_eq!(
+            ledger.send("o3", "tickets").unwrap().unwrap().state,
+            State::Retrying
+        );
+        assert_eq!(
+            ledger.send("o3", "resend:b").unwrap().unwrap().state,
+            State::Parked
+        );
+        assert!(ledger.send("o4", "tickets").unwrap().is_none());
     }
 }

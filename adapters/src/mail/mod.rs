@@ -108,6 +108,8 @@ struct Adapter {
     /// Keys (`<order>/<kind>`) of the sends being attempted now: an operator's call and the
     /// consumer, or two calls, never attempt one send at once.
     attempting: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Keys of the sends PARKED or UNKNOWN: `boxoffice_email_parked`.
+    waiting: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Holds a send's key in `Adapter::attempting` until dropped.
@@ -180,11 +182,18 @@ pub async fn run(
         transport: transport(&settings.smtp)?,
         sends: Semaphore::new(settings.max_parallel_sends.max(1)),
         attempting: Default::default(),
+        waiting: std::sync::Mutex::new(
+            ledger
+                .sends_in(&[State::Parked, State::Unknown], usize::MAX)?
+                .iter()
+                .map(|s| format!("{}/{}", s.order_id, s.kind))
+                .collect(),
+        ),
         settings,
         ledger,
         stop: stop.clone(),
     });
-    adapter.count_parked()?;
+    gauge!("boxoffice_email_parked").set(adapter.waiting.lock().map_or(0, |w| w.len()) as f64);
     let grpc = api::serve(adapter.clone()).await?;
     ready(grpc);
     let consumed = adapter.consume(&consumer, stop).await;
@@ -304,10 +313,16 @@ impl Adapter {
     async fn deliver(&self, job: Job) -> Result<Done, LedgerError> {
         if let Some(send) = self.ledger.send(&job.order_id, job.kind)? {
             if send.state != State::Retrying {
-                counter!("boxoffice_email_skipped_total", "why" => "sent_before").increment(1);
+                let why = match send.state {
+                    State::Sent => "sent_before",
+                    State::Parked | State::Unknown => "parked_before",
+                    State::Sending | State::Retrying => "under_way",
+                };
+                counter!("boxoffice_email_skipped_total", "why" => why).increment(1);
                 return Ok(Done::Settled);
             }
-            return self.attempt(send, self.settings.max_attempts).await;
+            let budget = self.settings.max_attempts;
+            return self.attempt(send, budget, &[Some(State::Retrying)]).await;
         }
         let Some(contact) = job.contact.filter(|c| !c.email.is_empty()) else {
             counter!("boxoffice_email_skipped_total", "why" => "no_address").increment(1);
@@ -325,51 +340,95 @@ impl Adapter {
             detail: String::new(),
             updated_at_ms: unix_ms(),
             seq: self.ledger.next_seq(),
+            by_operator: false,
         };
-        self.attempt(send, self.settings.max_attempts).await
+        self.attempt(send, self.settings.max_attempts, &[None])
+            .await
     }
 
-    /// Tries `send` until it is sent or parked, at most `budget` attempts more; nothing if the
-    /// same send is being attempted already.
-    async fn attempt(&self, mut send: Send, budget: u32) -> Result<Done, LedgerError> {
+    /// Tries `send` until it is sent, parked or unknown, at most `budget` attempts more, if the
+    /// state recorded for it (`None`: nothing recorded) is one of `expect` once no other attempt
+    /// at it is under way; otherwise nothing.
+    ///
+    /// Only what cannot have reached anyone is tried again by itself: the server out of reach
+    /// before the send was recorded, or a 4xx answer. A conversation that broke or went quiet
+    /// after the send was recorded may have delivered it: UNKNOWN, for an operator.
+    async fn attempt(
+        &self,
+        send: Send,
+        budget: u32,
+        expect: &[Option<State>],
+    ) -> Result<Done, LedgerError> {
         let key = format!("{}/{}", send.order_id, send.kind);
-        if !self
-            .attempting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone())
-        {
-            return Ok(Done::Settled);
+        loop {
+            if self
+                .attempting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone())
+            {
+                break;
+            }
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return Ok(Done::Stopping),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
         }
         let _attempting = Attempting(self, key);
+        // Read again once alone: another attempt may have ended just before.
+        let recorded = self.ledger.send(&send.order_id, &send.kind)?;
+        if !expect.contains(&recorded.as_ref().map(|s| s.state)) {
+            return Ok(Done::Settled);
+        }
+        let mut send = match recorded {
+            Some(r) => Send {
+                by_operator: r.by_operator || send.by_operator,
+                ..r
+            },
+            None => send,
+        };
+        let timeout = self.settings.smtp.timeout;
         let mut tried = 0;
         loop {
-            let message = match self.message(&send) {
+            let permit = self.sends.acquire().await.expect("never closed");
+            tried += 1;
+            send.attempts += 1;
+            let reachable = tokio::time::timeout(timeout, self.transport.test_connection()).await;
+            let unreachable = match reachable {
+                Ok(Ok(true)) => None,
+                Ok(Ok(false)) => Some("the SMTP server does not answer".to_string()),
+                Ok(Err(e)) => Some(format!("the SMTP server cannot be reached: {e}")),
+                Err(_) => Some(format!("no SMTP greeting within {timeout:?}")),
+            };
+            let message = match unreachable {
+                Some(why) => Err(Failure::Transient(why)),
+                None => self.message(&send).await,
+            };
+            let message = match message {
                 Ok(m) => m,
                 Err(Failure::Permanent(why)) => return self.settle(send, State::Parked, why),
                 Err(Failure::Transient(why)) => {
-                    tried += 1;
-                    send.attempts += 1;
+                    drop(permit);
                     match self.retry_or_park(&mut send, why, tried >= budget).await? {
                         Some(done) => return Ok(done),
                         None => continue,
                     }
                 }
             };
-            let _permit = self.sends.acquire().await.expect("never closed");
             send.state = State::Sending;
-            send.attempts += 1;
             send.updated_at_ms = unix_ms();
             self.ledger.put_send(&send)?;
-            // Recorded before the server is asked: a stop from here on leaves it Unknown, never
+            // Recorded before the server is asked: a stop from here on leaves it UNKNOWN, never
             // sent twice.
             tokio::task::block_in_place(|| self.ledger.flush())?;
-            tried += 1;
             let started = Instant::now();
-            let answer = self.transport.send(message).await;
+            // lettre bounds only the connect by its timeout; the conversation is bounded here.
+            let answer = tokio::time::timeout(timeout, self.transport.send(message)).await;
+            drop(permit);
             histogram!("boxoffice_email_smtp_seconds").record(started.elapsed().as_secs_f64());
             match answer {
-                Ok(response) => {
+                Ok(Ok(response)) => {
                     let detail = format!(
                         "{} {}",
                         response.code(),
@@ -377,22 +436,38 @@ impl Adapter {
                     );
                     return self.settle(send, State::Sent, detail);
                 }
-                Err(e) if e.is_permanent() => {
+                Ok(Err(e)) if e.is_permanent() => {
                     return self.settle(send, State::Parked, format!("refused: {e}"));
                 }
-                Err(e) => match self
-                    .retry_or_park(&mut send, e.to_string(), tried >= budget)
-                    .await?
-                {
-                    Some(done) => return Ok(done),
-                    None => continue,
-                },
+                Ok(Err(e)) if e.is_transient() => {
+                    match self
+                        .retry_or_park(&mut send, e.to_string(), tried >= budget)
+                        .await?
+                    {
+                        Some(done) => return Ok(done),
+                        None => continue,
+                    }
+                }
+                Ok(Err(e)) => {
+                    let why = format!(
+                        "the SMTP conversation broke after the send was recorded ({e}): it may or \
+                         may not have gone out"
+                    );
+                    return self.settle(send, State::Unknown, why);
+                }
+                Err(_) => {
+                    let why = format!(
+                        "no answer from the SMTP server within {timeout:?}: it may or may not have \
+                         gone out"
+                    );
+                    return self.settle(send, State::Unknown, why);
+                }
             }
         }
     }
 
-    /// After a failure that may pass: parked if `last`, else recorded `Retrying` and waited out
-    /// (`None`: try again; `Some(Stopping)`: the adapter is stopping).
+    /// After a failure that cannot have delivered it: parked if `last`, else recorded
+    /// `Retrying` and waited out (`None`: try again; `Some(Stopping)`: the adapter is stopping).
     async fn retry_or_park(
         &self,
         send: &mut Send,
@@ -424,34 +499,34 @@ impl Adapter {
 
     /// Records the send's end (flushed) and counts it.
     fn settle(&self, mut send: Send, state: State, detail: String) -> Result<Done, LedgerError> {
-        if state == State::Parked {
-            tracing::error!(order_id = %send.order_id, kind = %send.kind, why = %detail, "email parked");
+        if state != State::Sent {
+            tracing::error!(order_id = %send.order_id, kind = %send.kind, state = ?state, why = %detail, "email waits for an operator");
         }
         send.state = state;
         send.detail = detail;
         send.updated_at_ms = unix_ms();
         self.ledger.put_send(&send)?;
         tokio::task::block_in_place(|| self.ledger.flush())?;
-        let outcome = if state == State::Sent {
-            "sent"
-        } else {
-            "parked"
+        let outcome = match state {
+            State::Sent => "sent",
+            State::Unknown => "unknown",
+            _ => "parked",
         };
         counter!("boxoffice_email_sends_total", "kind" => kind_label(&send.kind).to_string(), "outcome" => outcome).increment(1);
-        self.count_parked()?;
+        let key = format!("{}/{}", send.order_id, send.kind);
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(state, State::Parked | State::Unknown) {
+            waiting.insert(key);
+        } else {
+            waiting.remove(&key);
+        }
+        gauge!("boxoffice_email_parked").set(waiting.len() as f64);
         Ok(Done::Settled)
     }
 
-    fn count_parked(&self) -> Result<(), LedgerError> {
-        let parked = self
-            .ledger
-            .sends_in(&[State::Parked, State::Unknown], usize::MAX)?;
-        gauge!("boxoffice_email_parked").set(parked.len() as f64);
-        Ok(())
-    }
-
-    /// The message of `send`, built now.
-    fn message(&self, send: &Send) -> Result<lettre::Message, Failure> {
+    /// The message of `send`, built now; the ticket file read off the async threads and checked
+    /// against what its announcement said.
+    async fn message(&self, send: &Send) -> Result<lettre::Message, Failure> {
         let templates = &self.settings.templates;
         let message_id = format!(
             "<{}.{}@{}>",
@@ -472,16 +547,32 @@ impl Adapter {
                 let path = rendered
                     .location
                     .strip_prefix("file://")
+                    .filter(|p| p.starts_with('/') && p.ends_with(".pdf"))
                     .ok_or_else(|| {
                         Failure::Permanent(format!(
-                            "the ticket file's location `{}` is not a file:// URL",
+                            "the ticket file's location `{}` is not a file:// URL of a PDF",
                             rendered.location
                         ))
                     })?
                     .to_string();
-                // A file not there yet (a store being mounted) may appear: tried again.
-                let pdf = std::fs::read(&path)
-                    .map_err(|e| Failure::Transient(format!("ticket file {path}: {e}")))?;
+                // A file not there yet (a store being mounted), or not yet whole, may be later:
+                // tried again.
+                let read = {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || std::fs::read(path))
+                        .await
+                        .map_err(|e| Failure::Transient(e.to_string()))?
+                };
+                let pdf =
+                    read.map_err(|e| Failure::Transient(format!("ticket file {path}: {e}")))?;
+                let sha256 =
+                    crate::tickets::store::hex(&<sha2::Sha256 as sha2::Digest>::digest(&pdf));
+                if pdf.len() as u64 != rendered.file_bytes || sha256 != rendered.file_sha256 {
+                    return Err(Failure::Transient(format!(
+                        "ticket file {path} is not the one announced ({} bytes, sha256 {sha256})",
+                        pdf.len()
+                    )));
+                }
                 (
                     composed,
                     Some((format!("tickets-{}.pdf", order.order_id), pdf)),
@@ -503,7 +594,7 @@ impl Adapter {
             &send.to,
             &message_id,
             &composed,
-            attachment.as_ref().map(|(n, b)| (n.as_str(), b.clone())),
+            attachment,
         )
         .map_err(Failure::Permanent)
     }
@@ -573,26 +664,27 @@ mod api {
     }
 
     impl Api {
-        /// The send of `order_id`/`kind` after trying it now.
-        async fn run(&self, send: Send) -> Result<Response<v1::Send>, Status> {
+        /// Tries `send` now, if its recorded state is one of `expect`, and answers its state
+        /// after. The attempt runs as a task of its own: a caller that goes away does not leave
+        /// it half done.
+        async fn run(
+            &self,
+            send: Send,
+            expect: &'static [Option<State>],
+        ) -> Result<Response<v1::Send>, Status> {
             let (order_id, kind) = (send.order_id.clone(), send.kind.clone());
-            self.0
-                .attempt(send, self.0.settings.max_attempts)
+            let adapter = self.0.clone();
+            let budget = adapter.settings.max_attempts;
+            tokio::spawn(async move { adapter.attempt(send, budget, expect).await })
                 .await
+                .map_err(|e| status(Code::Internal, "INTERNAL", e.to_string()))?
                 .map_err(storage)?;
             let now = self
                 .0
                 .ledger
                 .send(&order_id, &kind)
                 .map_err(storage)?
-                // Another call is attempting the same send and has not recorded it yet.
-                .ok_or_else(|| {
-                    status(
-                        Code::Aborted,
-                        "SEND_UNDER_WAY",
-                        "this send is being attempted by another call; ask again",
-                    )
-                })?;
+                .ok_or_else(|| status(Code::Internal, "INTERNAL", "the send was not recorded"))?;
             Ok(Response::new(to_proto(&now)))
         }
     }
@@ -661,7 +753,12 @@ mod api {
                 ));
             }
             tracing::info!(order_id, kind = %send.kind, "an operator retries a parked send");
-            self.run(send).await
+            let send = Send {
+                by_operator: true,
+                ..send
+            };
+            self.run(send, &[Some(State::Parked), Some(State::Unknown)])
+                .await
         }
 
         async fn resend_tickets(
@@ -699,11 +796,18 @@ mod api {
                     )
                 })?;
             let order = v1::TicketsRendered::decode(rendered.as_slice())
-                .ok()
-                .and_then(|t| t.order)
+                .map_err(|e| status(Code::Internal, "STORAGE", format!("stored tickets: {e}")))?
+                .order
                 .unwrap_or_default();
             let contact = order.contact.unwrap_or_default();
             let to = if r.email.is_empty() {
+                if contact.email.is_empty() {
+                    return Err(status(
+                        Code::FailedPrecondition,
+                        "NO_ADDRESS",
+                        format!("order {order_id} has no email address: give one in `email`"),
+                    ));
+                }
                 contact.email
             } else {
                 r.email
@@ -726,9 +830,10 @@ mod api {
                 detail: String::new(),
                 updated_at_ms: unix_ms(),
                 seq: self.0.ledger.next_seq(),
+                by_operator: true,
             };
             tracing::info!(order_id = %send.order_id, to = %send.to, "an operator resends tickets");
-            self.run(send).await
+            self.run(send, &[None]).await
         }
     }
 

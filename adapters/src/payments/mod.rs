@@ -153,27 +153,19 @@ pub async fn run(
         .collect();
     let producer =
         kafka::producer(&settings.brokers, &settings.properties, 1).context("payments producer")?;
-    for topic in [&settings.orders_topic, &settings.payments_topic] {
-        // Either may be missing before boxoffice's first start; both are made as it makes them.
-        let mut stop = stop.clone();
-        while let Err(e) =
-            kafka::ensure_topic(&settings.brokers, &settings.properties, topic, 6, 1).await
-        {
-            tracing::warn!(error = %e, topic, "topic not ready; retrying");
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return Ok(()),
-                () = tokio::time::sleep(kafka::RETRY_BACKOFF) => {}
-            }
-        }
-    }
-    // Static membership (`kafka::instance_id`): a restarted adapter takes its old place at once.
-    let mut properties = settings.properties.clone();
-    properties.insert("group.instance.id".into(), settings.instance_id.clone());
-    let consumer = kafka::consumer(&settings.brokers, &settings.group, &properties)
-        .context("payments consumer")?;
-    consumer
-        .subscribe(&[&settings.orders_topic])
-        .context("subscribe to the order events")?;
+    // Either topic may be missing before boxoffice's first start; both are made as it makes them.
+    let Some(consumer) = crate::subscribed_consumer(
+        &settings.brokers,
+        &settings.properties,
+        (&settings.group, &settings.instance_id),
+        &[&settings.orders_topic, &settings.payments_topic],
+        &[&settings.orders_topic],
+        &stop,
+    )
+    .await?
+    else {
+        return Ok(());
+    };
     let adapter = Arc::new(Adapter {
         settings,
         ledger,
@@ -371,6 +363,9 @@ impl Adapter {
         if charges.is_empty() {
             return Ok(());
         }
+        // Recorded and durable, not yet acknowledged: what a crash now leaves to the next start.
+        let unpublished = gauge!("boxoffice_payments_results_unpublished");
+        unpublished.increment(charges.len() as f64);
         let sends = charges.iter().map(|(order_id, charge)| async move {
             let record = FutureRecord::to(&self.settings.payments_topic)
                 .key(&charge.event_id)
@@ -393,6 +388,7 @@ impl Adapter {
         // The marks durable before any offset is committed: a result whose offset is committed
         // is known published, and one not committed is read and published again.
         tokio::task::block_in_place(|| self.ledger.flush())?;
+        unpublished.decrement(charges.len() as f64);
         Ok(())
     }
 

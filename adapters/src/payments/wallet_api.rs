@@ -3,71 +3,22 @@
 //! as the SHA-256 of the key (`boxoffice hash-key` prints it) and compared in constant time, every
 //! configured key each time. Protobuf stays here: the wallet itself speaks domain values.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use proto::v1;
 use proto::v1::wallet_server::WalletServer;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 use super::wallet::{Balance, EntryKind, Wallet, WalletError};
+pub use crate::api_keys::ApiKey;
+use crate::api_keys::{check, status};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Operator,
-    Reader,
-}
-
-/// An accepted key: its SHA-256 and roles.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiKey {
-    pub sha256: [u8; 32],
-    pub roles: Vec<Role>,
-}
-
-impl std::str::FromStr for ApiKey {
-    type Err = String;
-
-    /// `<64 hex digits>:<role>[,<role>]`, roles `wallet-operator`, `wallet-reader`.
-    fn from_str(text: &str) -> Result<ApiKey, String> {
-        let (hex, roles) = text
-            .split_once(':')
-            .ok_or("an API key is <sha256 hex>:<role>[,<role>]")?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("the key's SHA-256 must be 64 hex digits".into());
-        }
-        let mut sha256 = [0u8; 32];
-        for (i, byte) in sha256.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex digits");
-        }
-        let roles = roles
-            .split(',')
-            .map(|r| match r.trim() {
-                "wallet-operator" => Ok(Role::Operator),
-                "wallet-reader" => Ok(Role::Reader),
-                other => Err(format!(
-                    "unknown role `{other}`: wallet-operator or wallet-reader"
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(ApiKey { sha256, roles })
-    }
-}
+/// The roles the Wallet service knows: `wallet-operator` tops up, `wallet-reader` reads.
+pub const ROLES: &[&str] = &["wallet-operator", "wallet-reader"];
 
 struct Api {
     wallet: Wallet,
     keys: Vec<ApiKey>,
-}
-
-fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
-    Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(reason, "boxoffice", HashMap::<String, String>::new()),
-    )
 }
 
 impl From<WalletError> for Status {
@@ -92,41 +43,6 @@ impl From<WalletError> for Status {
     }
 }
 
-impl Api {
-    fn check<T>(&self, request: &Request<T>, role: Role) -> Result<(), Status> {
-        let unauthenticated = |m: &str| status(Code::Unauthenticated, "UNAUTHENTICATED", m);
-        let value = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| unauthenticated("missing `authorization: Bearer <api key>` metadata"))?
-            .to_str()
-            .map_err(|_| unauthenticated("the authorization metadata is not text"))?;
-        let key = value
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| unauthenticated("authorization must be `Bearer <api key>`"))?;
-        let presented: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
-        let mut found: Option<&ApiKey> = None;
-        for k in &self.keys {
-            if bool::from(k.sha256.ct_eq(&presented)) {
-                found = Some(k);
-            }
-        }
-        let key = found.ok_or_else(|| unauthenticated("unknown API key"))?;
-        if !key.roles.contains(&role) {
-            let name = match role {
-                Role::Operator => "wallet-operator",
-                Role::Reader => "wallet-reader",
-            };
-            return Err(status(
-                Code::PermissionDenied,
-                "PERMISSION_DENIED",
-                format!("the API key lacks the `{name}` role"),
-            ));
-        }
-        Ok(())
-    }
-}
-
 fn balance(customer: String, b: Balance) -> v1::WalletBalance {
     v1::WalletBalance {
         customer_id: customer,
@@ -141,7 +57,7 @@ impl v1::wallet_server::Wallet for Api {
         &self,
         request: Request<v1::TopUpRequest>,
     ) -> Result<Response<v1::WalletBalance>, Status> {
-        self.check(&request, Role::Operator)?;
+        check(&self.keys, &request, "wallet-operator")?;
         let r = request.into_inner();
         let wallet = self.wallet.clone();
         let customer = r.customer_id.clone();
@@ -162,7 +78,7 @@ impl v1::wallet_server::Wallet for Api {
         &self,
         request: Request<v1::GetBalanceRequest>,
     ) -> Result<Response<v1::WalletBalance>, Status> {
-        self.check(&request, Role::Reader)?;
+        check(&self.keys, &request, "wallet-reader")?;
         let customer = request.into_inner().customer_id;
         let b = self.wallet.balance(&customer)?;
         Ok(Response::new(balance(customer, b)))
@@ -172,7 +88,7 @@ impl v1::wallet_server::Wallet for Api {
         &self,
         request: Request<v1::ListHistoryRequest>,
     ) -> Result<Response<v1::ListHistoryResponse>, Status> {
-        self.check(&request, Role::Reader)?;
+        check(&self.keys, &request, "wallet-reader")?;
         let r = request.into_inner();
         let limit = match r.page_size {
             0 => 100,
@@ -223,21 +139,6 @@ pub async fn serve(
     wallet: Wallet,
     keys: Vec<ApiKey>,
 ) -> anyhow::Result<SocketAddr> {
-    use anyhow::Context;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot bind the wallet port {listen}"))?;
-    let addr = listener.local_addr()?;
     let service = WalletServer::new(Api { wallet, keys }).max_decoding_message_size(64 * 1024);
-    tokio::spawn(async move {
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
-        if let Err(e) = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(incoming)
-            .await
-        {
-            tracing::error!(error = %e, "the wallet service stopped");
-        }
-    });
-    Ok(addr)
+    crate::serve_grpc(listen, tonic::service::Routes::new(service), "wallet").await
 }

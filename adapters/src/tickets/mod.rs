@@ -235,7 +235,10 @@ impl Adapter {
             Err(e) => return self.park(&order, format!("the stored event does not decode: {e}")),
         };
         let document = document(&event, &order, self.settings.paper);
-        let path = self.store.path_of(&order.event_id, &order.order_id)?;
+        let path = match self.store.path_of(&order.event_id, &order.order_id) {
+            Ok(p) => p,
+            Err(e) => return self.park(&order, e.to_string()),
+        };
         let _permit = self
             .renders
             .clone()
@@ -255,7 +258,7 @@ impl Adapter {
             }
         })
         .await
-        .expect("a render does not panic")?;
+        .unwrap_or_else(|e| Ok(Err(format!("the render stopped: {e}"))))?;
         let (sha256, bytes) = match written {
             Ok(w) => w,
             Err(why) => return self.park(&order, format!("the renderer refused it: {why}")),
@@ -269,7 +272,7 @@ impl Adapter {
             file_sha256: sha256.clone(),
             file_bytes: bytes,
             rendered_at: Some(timestamp(rendered_at_ms)),
-            event: Some(event),
+            event: Some(slim(event)),
             order: Some(order.clone()),
         };
         Ok(Outcome::Rendered(
@@ -382,6 +385,23 @@ impl Adapter {
     }
 }
 
+/// `event` without what its tickets and emails never print: seat maps (a stadium's is hundreds of
+/// KB, and every order's announcement carries its event) and sale windows.
+fn slim(event: v1::Event) -> v1::Event {
+    v1::Event {
+        tiers: event
+            .tiers
+            .into_iter()
+            .map(|t| v1::Tier {
+                stock: None,
+                sale_windows: Vec::new(),
+                ..t
+            })
+            .collect(),
+        ..event
+    }
+}
+
 /// The name printed on an order's tickets and used in its emails: its contact's name, else its
 /// customer id.
 pub fn holder(order: &v1::Order) -> String {
@@ -457,17 +477,20 @@ mod files_api {
             request: Request<v1::GetTicketFileRequest>,
         ) -> Result<Response<v1::GetTicketFileResponse>, Status> {
             check(&self.keys, &request, "storefront")?;
-            let order_id = request.into_inner().order_id;
-            if uuid::Uuid::parse_str(&order_id).is_err() {
-                return Err(status(
-                    Code::InvalidArgument,
-                    "INVALID_ARGUMENT",
-                    format!(
-                        "order_id `{}` is not a UUID",
-                        order_id.chars().take(40).collect::<String>()
-                    ),
-                ));
-            }
+            let text = request.into_inner().order_id;
+            // Keyed by the hyphenated lower-case form, as the engine writes ids.
+            let order_id = uuid::Uuid::parse_str(&text)
+                .map_err(|_| {
+                    status(
+                        Code::InvalidArgument,
+                        "INVALID_ARGUMENT",
+                        format!(
+                            "order_id `{}` is not a UUID",
+                            text.chars().take(40).collect::<String>()
+                        ),
+                    )
+                })?
+                .to_string();
             let storage = |e: String| {
                 tracing::error!(error = e, "ticket file store");
                 status(

@@ -108,18 +108,8 @@ pub fn check_contact(contact: &Contact) -> Result<(), Rejection> {
             "contact email must be 1 to {MAX_EMAIL_BYTES} bytes"
         ));
     }
-    let well_formed = match email.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains("..")
-                && !domain.contains('@')
-                && email
-                    .chars()
-                    .all(|c| !c.is_control() && !c.is_whitespace() && c != '<' && c != '>')
-        }
+    let well_formed = match email.split_once('@') {
+        Some((local, domain)) => local_part_ok(local) && domain_ok(domain),
         None => false,
     };
     if !well_formed {
@@ -151,6 +141,31 @@ pub fn check_contact(contact: &Contact) -> Result<(), Rejection> {
         ));
     }
     Ok(())
+}
+
+/// An unquoted local part (RFC 5322 dot-atom), ASCII: what every SMTP server takes.
+fn local_part_ok(local: &str) -> bool {
+    !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b))
+}
+
+/// A domain of two or more labels of ASCII letters, digits and `-` (not first or last).
+fn domain_ok(domain: &str) -> bool {
+    let labels: Vec<&str> = domain.split('.').collect();
+    labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// Checks an event spec against the limits; an `Err` names the first problem.

@@ -651,6 +651,11 @@ fn a_contact_is_checked_and_carried_to_the_order_and_its_replay() {
         (contact("@example.com", "", ""), "local@domain"),
         (contact("ana@example..com", "", ""), "local@domain"),
         (contact("ana maria@example.com", "", ""), "local@domain"),
+        (contact("a@b@example.com", "", ""), "local@domain"),
+        (contact("a,b@example.com", "", ""), "local@domain"),
+        (contact("ana@localhost", "", ""), "local@domain"),
+        (contact("joão@example.pt", "", ""), "local@domain"),
+        (contact("ana@-example.com", "", ""), "local@domain"),
         (contact("ana@example.com", "A\nB", ""), "control"),
         (contact("ana@example.com", "", "pt_BR"), "language tag"),
         (
