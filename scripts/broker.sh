@@ -9,7 +9,9 @@
 #                                       after a kill and it has every message it acknowledged
 #   scripts/broker.sh stop DIR          stops it (SIGTERM, then SIGKILL) and leaves its files
 #
-# Its pid is in DIR/broker.pid, its log in DIR/broker.log.
+# Its pid is in DIR/broker.pid, its log in DIR/broker.log. `start` succeeds only once the tansu
+# it started says it listens: a PORT that something else holds (a killed broker not yet gone,
+# another process) fails at once, never with another process's listener taken for this one.
 set -euo pipefail
 
 usage() { echo "usage: $0 start DIR [PORT] | stop DIR" >&2; exit 2; }
@@ -24,10 +26,30 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+takes_connections() {
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null
+}
+
+# Whether process $1 runs: not a zombie (where PID 1 does not reap orphans, as in some
+# containers, a dead broker stays one, and `kill -0` still finds it).
+running() {
+    kill -0 "$1" 2>/dev/null || return 1
+    local stat
+    read -r stat <"/proc/$1/stat" 2>/dev/null || return 0
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
 case $action in
 start)
     [[ -x $tansu ]] || { echo "broker: $tansu is not built; run scripts/setup.sh" >&2; exit 1; }
     port=${3:-$(free_port)}
+    if takes_connections "$port"; then
+        echo "broker: 127.0.0.1:$port already takes connections (a broker killed but not gone yet, or another process); not starting" >&2
+        exit 1
+    fi
+    # Only what this start writes to the log counts: tansu prints `ready in ...` once it listens.
+    log_from=$(($(stat -c %s "$dir/broker.log" 2>/dev/null || echo 0) + 1))
     # The SQLite path is relative to the broker's working directory.
     (
         cd "$dir"
@@ -37,9 +59,11 @@ start)
             --storage-engine "sqlite://broker.db" \
             >>broker.log 2>&1 </dev/null
     ) &
-    echo $! >"$dir/broker.pid"
+    pid=$!
+    echo "$pid" >"$dir/broker.pid"
     for _ in $(seq 300); do
-        if python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
+        if tail -c "+$log_from" "$dir/broker.log" 2>/dev/null | grep -q '^ready in ' &&
+            running "$pid" && takes_connections "$port"; then
             # tansu 0.6.0 reads a record's headers by (partition, offset) from a table that has
             # no index on them, so each record fetched scans every header stored: a consumer
             # catching up on 10,000 records waited about 40 s for one fetch (and librdkafka gave
@@ -53,11 +77,12 @@ PY
             echo "kafka=127.0.0.1:$port"
             exit 0
         fi
-        kill -0 "$(cat "$dir/broker.pid")" 2>/dev/null || break
+        running "$pid" || break
         sleep 0.1
     done
-    echo "broker: tansu did not start; its log, $dir/broker.log:" >&2
-    tail -n 20 "$dir/broker.log" >&2
+    kill -9 "$pid" 2>/dev/null || true
+    echo "broker: tansu did not start on 127.0.0.1:$port; its log, $dir/broker.log:" >&2
+    tail -c "+$log_from" "$dir/broker.log" | tail -n 20 >&2
     exit 1
     ;;
 stop)
@@ -65,7 +90,7 @@ stop)
         pid=$(cat "$dir/broker.pid")
         kill -CONT "$pid" 2>/dev/null || true
         kill "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 100); do running "$pid" || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
         rm -f "$dir/broker.pid"
     fi

@@ -12,13 +12,22 @@ use std::time::{Duration, Instant};
 use proto::v1;
 use proto::v1::event_admin_client::EventAdminClient;
 use proto::v1::reservations_client::ReservationsClient;
-use testkit::Broker;
+use testkit::{Broker, output_within, wait_within};
 use tonic::Request;
 use tonic::transport::Channel;
 
 const KEY: &str = "boxoffice-dev-key";
 const OPERATOR: &str = "wallet-operator-key";
 const READER: &str = "wallet-reader-key";
+
+/// How long boxoffice or the adapter may take to start (the adapter waits for the broker's
+/// topics first).
+const START_WITHIN: Duration = Duration::from_secs(60);
+/// How long a process may take to exit once told (SIGTERM, SIGKILL), boxoffice to stop, and
+/// the test's runtime to shut down.
+const EXIT_WITHIN: Duration = Duration::from_secs(30);
+/// How long one call may take: gRPC to boxoffice, HTTP to the adapter's metrics, `charges`.
+const CALL_WITHIN: Duration = Duration::from_secs(30);
 
 /// The adapter process; killed when dropped.
 struct PaymentAdapter {
@@ -64,14 +73,26 @@ impl PaymentAdapter {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn boxoffice-payments");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(
-            line.starts_with("boxoffice-payments running "),
-            "the adapter did not start: {line:?}"
-        );
+        // Its first line says it runs; read on a thread of its own, so that an adapter that never
+        // says so (it waits for a broker that is not there) fails the test instead of hanging it.
+        let stdout = child.stdout.take().unwrap();
+        let (line_tx, line_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = BufReader::new(stdout).read_line(&mut line);
+            let _ = line_tx.send(read.map(|_| line));
+        });
+        let line = match line_rx.recv_timeout(START_WITHIN) {
+            Ok(Ok(line)) if line.starts_with("boxoffice-payments running ") => line,
+            read => {
+                let _ = child.kill();
+                let exit = wait_within(&mut child, EXIT_WITHIN);
+                panic!(
+                    "the adapter did not say it runs within {START_WITHIN:?} (its log is above; \
+                     brokers {brokers}): read {read:?}, exit {exit:?}"
+                );
+            }
+        };
         let field = |name: &str| {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(name))
@@ -93,7 +114,10 @@ impl PaymentAdapter {
     fn kill(&mut self) {
         let mut child = self.child.take().expect("running");
         child.kill().unwrap();
-        child.wait().unwrap();
+        assert!(
+            wait_within(&mut child, EXIT_WITHIN).is_some(),
+            "the adapter still runs {EXIT_WITHIN:?} after SIGKILL"
+        );
     }
 
     fn restart(&mut self) {
@@ -104,22 +128,32 @@ impl PaymentAdapter {
         );
     }
 
-    /// SIGTERM; it must exit 0.
+    /// SIGTERM; it must exit 0, within `EXIT_WITHIN`.
     fn stop(&mut self) {
         let mut child = self.child.take().expect("running");
         let pid = rustix::process::Pid::from_child(&child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        assert!(child.wait().unwrap().success());
+        let Some(exit) = wait_within(&mut child, EXIT_WITHIN) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the adapter did not exit within {EXIT_WITHIN:?} of SIGTERM; killed");
+        };
+        assert!(
+            exit.success(),
+            "the adapter exited with {exit} after SIGTERM"
+        );
     }
 
     /// `boxoffice-payments charges`, as lines.
     fn ledger(&self) -> Vec<String> {
-        let out = Command::new(env!("CARGO_BIN_EXE_boxoffice-payments"))
-            .arg("charges")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .output()
-            .unwrap();
+        let out = output_within(
+            Command::new(env!("CARGO_BIN_EXE_boxoffice-payments"))
+                .arg("charges")
+                .arg("--data-dir")
+                .arg(&self.data_dir),
+            CALL_WITHIN,
+            "boxoffice-payments charges",
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -137,7 +171,7 @@ impl Drop for PaymentAdapter {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
-            let _ = child.wait();
+            let _ = wait_within(&mut child, EXIT_WITHIN);
         }
     }
 }
@@ -165,6 +199,8 @@ impl Shop {
     async fn open_with_payment_ttl(addr: std::net::SocketAddr, payment_ttl_seconds: u32) -> Shop {
         let channel = Channel::from_shared(format!("http://{addr}"))
             .unwrap()
+            .connect_timeout(CALL_WITHIN)
+            .timeout(CALL_WITHIN)
             .connect()
             .await
             .unwrap();
@@ -290,7 +326,54 @@ async fn boxoffice(dir: &Path, broker: &Broker) -> server::serve::Running {
     config.api.listen = "127.0.0.1:0".parse().unwrap();
     config.metrics.listen = "127.0.0.1:0".parse().unwrap();
     config.kafka.brokers = broker.addr.clone();
-    server::serve::start(&config).await.unwrap()
+    tokio::time::timeout(START_WITHIN, server::serve::start(&config))
+        .await
+        .unwrap_or_else(|_| panic!("boxoffice did not start within {START_WITHIN:?}"))
+        .unwrap()
+}
+
+/// `server.stop()`, within `EXIT_WITHIN`.
+async fn stop_boxoffice(server: server::serve::Running) {
+    tokio::time::timeout(EXIT_WITHIN, server.stop())
+        .await
+        .unwrap_or_else(|_| panic!("boxoffice did not stop within {EXIT_WITHIN:?}"))
+        .unwrap();
+}
+
+/// Runs `test` on a runtime of its own (two workers, as `#[tokio::test(flavor =
+/// "multi_thread", worker_threads = 2)]`) with a directory and a broker in it, and shuts the
+/// runtime down before the broker stops. `Running::stop` returns before boxoffice's Kafka
+/// tasks have ended; its payment-result consumer, dropped as its task ends, waits in rdkafka's
+/// `BaseConsumer::drop`, with no deadline, for librdkafka to close its group, which first
+/// commits the offsets it holds and so needs the group coordinator. After a broker restart the
+/// coordinator may not be back yet; with the broker then stopped, that commit never came, and
+/// the runtime's shutdown, which waits for the task, hung the test for good. The shutdown has
+/// a deadline too.
+fn with_broker(test: impl AsyncFnOnce(&Path, &mut Broker)) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(&dir.path().join("broker"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(test(dir.path(), &mut broker))
+    }));
+    let (shut_down_tx, shut_down) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(runtime);
+        let _ = shut_down_tx.send(());
+    });
+    let shut_down = shut_down.recv_timeout(EXIT_WITHIN);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    assert!(
+        shut_down.is_ok(),
+        "the test's runtime did not shut down within {EXIT_WITHIN:?}, the broker still up: a \
+         task of boxoffice's still runs"
+    );
 }
 
 /// Asserts that the ledger holds `order`'s charge, marked published.
@@ -310,7 +393,13 @@ fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {
 
 /// The adapter's `/metrics` page.
 async fn metrics_text(adapter: &PaymentAdapter) -> String {
-    reqwest::get(&adapter.metrics)
+    let client = reqwest::Client::builder()
+        .timeout(CALL_WITHIN)
+        .build()
+        .unwrap();
+    client
+        .get(&adapter.metrics)
+        .send()
         .await
         .unwrap()
         .text()
@@ -459,77 +548,82 @@ async fn metric_until(adapter: &PaymentAdapter, line_start: &str, wanted: impl F
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hung once past nextest's 300 s limit in a fresh-clone CI run (passed 6 runs before); to debug: run with --run-ignored"]
-async fn charges_made_before_a_kill_between_charge_and_publish_are_published_once_after_a_broker_restart()
- {
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::start(&dir.path().join("broker"));
-    let server = boxoffice(dir.path(), &broker).await;
-    let mut shop = Shop::open(server.grpc_addr).await;
-    let mut adapter = PaymentAdapter::start(&dir.path().join("payments"), &broker.addr);
-    let first = shop.order(0, "test:approve").await;
-    shop.settled(std::slice::from_ref(&first), Duration::from_secs(60))
-        .await;
+#[test]
+fn charges_made_before_a_kill_between_charge_and_publish_are_published_once_after_a_broker_restart()
+{
+    with_broker(async |dir: &Path, broker: &mut Broker| {
+        let server = boxoffice(dir, broker).await;
+        let mut shop = Shop::open(server.grpc_addr).await;
+        let mut adapter = PaymentAdapter::start(&dir.join("payments"), &broker.addr);
+        let first = shop.order(0, "test:approve").await;
+        shop.settled(std::slice::from_ref(&first), Duration::from_secs(60))
+            .await;
 
-    // Slow charges (2 s at the provider); the broker killed while the first of them are at the
-    // provider, so their results are recorded in the ledger and cannot be published; then the
-    // adapter killed: between charge and publish.
-    let mut slow = Vec::new();
-    for n in 1..=6 {
-        slow.push(shop.order(n, "test:slow").await);
-    }
-    let in_flight = "boxoffice_payments_charges_in_flight{provider=\"test\"}";
-    metric_until(&adapter, in_flight, |n| n >= 1.0).await;
-    broker.kill();
-    metric_until(&adapter, in_flight, |n| n == 0.0).await;
-    let approved = "boxoffice_payments_charges_total{provider=\"test\",outcome=\"approved\"}";
-    let charged_before = metric(&adapter, approved).await.unwrap() as usize - 1;
-    assert!(charged_before >= 1);
-    // The ledger's record and flush come right after the batch's charges.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    adapter.kill();
-    let ledger = adapter.ledger();
-    let unpublished: Vec<&String> = ledger
-        .iter()
-        .filter(|l| l.starts_with("charge order=") && l.contains("published=false"))
-        .collect();
-    assert_eq!(
-        unpublished.len(),
-        charged_before,
-        "each charge made is recorded, none published: {ledger:#?}"
-    );
-
-    broker.restart();
-    adapter.restart();
-    let settled = shop.settled(&slow, Duration::from_secs(90)).await;
-    for o in &settled {
+        // Slow charges (2 s at the provider); the broker killed while the first of them are at
+        // the provider, so their results are recorded in the ledger and cannot be published;
+        // then the adapter killed: between charge and publish.
+        let mut slow = Vec::new();
+        for n in 1..=6 {
+            slow.push(shop.order(n, "test:slow").await);
+        }
+        let in_flight = "boxoffice_payments_charges_in_flight{provider=\"test\"}";
+        metric_until(&adapter, in_flight, |n| n >= 1.0).await;
+        broker.kill();
+        // The gauge counts a batch's results once they are recorded and flushed, after every
+        // charge of the batch.
+        let unpublished = "boxoffice_payments_results_unpublished";
+        metric_until(&adapter, unpublished, |n| n >= 1.0).await;
+        let approved = "boxoffice_payments_charges_total{provider=\"test\",outcome=\"approved\"}";
+        let charged_before = metric(&adapter, approved).await.unwrap() as usize - 1;
+        assert!(charged_before >= 1);
         assert_eq!(
-            (o.status, o.tickets.len()),
-            (v1::OrderStatus::Paid as i32, 2),
-            "{o:#?}"
+            metric(&adapter, unpublished).await,
+            Some(charged_before as f64),
+            "each charge made is recorded, none published"
         );
-    }
-    // The restarted adapter published what was recorded and charged only the rest.
-    assert_eq!(
-        metric(&adapter, approved).await.unwrap_or(0.0) as usize,
-        slow.len() - charged_before
-    );
-    adapter.stop();
-    let ledger = adapter.ledger();
-    for o in std::iter::once(&first).chain(&slow) {
-        let at_provider = ledger
+        adapter.kill();
+        let ledger = adapter.ledger();
+        let unpublished: Vec<&String> = ledger
             .iter()
-            .filter(|l| *l == &format!("test-provider charge:{}", o.order_id))
-            .count();
+            .filter(|l| l.starts_with("charge order=") && l.contains("published=false"))
+            .collect();
         assert_eq!(
-            at_provider, 1,
-            "order {} charged {at_provider} times",
-            o.order_id
+            unpublished.len(),
+            charged_before,
+            "each charge made is recorded, none published: {ledger:#?}"
         );
-        assert_published(&ledger, &o.order_id);
-    }
-    server.stop().await.unwrap();
+
+        broker.restart();
+        adapter.restart();
+        let settled = shop.settled(&slow, Duration::from_secs(90)).await;
+        for o in &settled {
+            assert_eq!(
+                (o.status, o.tickets.len()),
+                (v1::OrderStatus::Paid as i32, 2),
+                "{o:#?}"
+            );
+        }
+        // The restarted adapter published what was recorded and charged only the rest.
+        assert_eq!(
+            metric(&adapter, approved).await.unwrap_or(0.0) as usize,
+            slow.len() - charged_before
+        );
+        adapter.stop();
+        let ledger = adapter.ledger();
+        for o in std::iter::once(&first).chain(&slow) {
+            let at_provider = ledger
+                .iter()
+                .filter(|l| *l == &format!("test-provider charge:{}", o.order_id))
+                .count();
+            assert_eq!(
+                at_provider, 1,
+                "order {} charged {at_provider} times",
+                o.order_id
+            );
+            assert_published(&ledger, &o.order_id);
+        }
+        stop_boxoffice(server).await;
+    });
 }
 
 fn keyed<T>(message: T, key: &str) -> Request<T> {

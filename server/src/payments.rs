@@ -109,7 +109,33 @@ pub fn start(
         });
         run(&engine, &consumer, stop).await;
         watcher.abort();
+        let _ = watcher.await;
+        close(consumer).await;
     }))
+}
+
+/// How long a stopping server waits for the payment-result consumer to close.
+const CLOSE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Closes the consumer, waiting at most `CLOSE_WITHIN`. rdkafka's drop closes a consumer and
+/// waits, without a deadline, for its last offset commit to reach the group coordinator: with the
+/// broker away, for ever (a stopping server hung in it). So it is dropped on a thread of its own;
+/// past the deadline it is left there and the process ends without it. A result whose offset was
+/// not committed is read again at the next start and changes nothing.
+async fn close(consumer: Arc<StreamConsumer>) {
+    let (closed_tx, closed) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("payments-close".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = closed_tx.send(());
+        });
+    if spawned.is_err() || tokio::time::timeout(CLOSE_WITHIN, closed).await.is_err() {
+        tracing::warn!(
+            within_s = CLOSE_WITHIN.as_secs(),
+            "the payment-result consumer did not close in time (broker away?); its last offsets are committed when it is read again"
+        );
+    }
 }
 
 /// How often the consumer looks for partitions added to the payments topic.

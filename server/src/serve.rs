@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use config::{Config, Role};
 use engine::Engine;
+use futures_util::future::join_all;
 use proto::v1::availability_server::AvailabilityServer;
 use proto::v1::check_in_server::CheckInServer;
 use proto::v1::event_admin_server::EventAdminServer;
@@ -52,8 +53,13 @@ pub struct Running {
     background: Vec<JoinHandle<()>>,
     /// The recovery under way, until `ready` has seen it end.
     recovery: Option<JoinHandle<Result<(), engine::Error>>>,
+    /// The relay and the payment-result consumer, once recovery has started them.
+    kafka: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
     grace: Duration,
 }
+
+/// How long a stopping server waits for the relay and the payment-result consumer to end.
+const KAFKA_STOP_WITHIN: Duration = Duration::from_secs(20);
 
 /// Starts the server and waits until every event is recovered and it is SERVING.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
@@ -186,15 +192,23 @@ pub async fn launch(config: &Config) -> anyhow::Result<Running> {
                 let _ = stopping.wait_for(|s| *s).await;
             }),
     );
+    let kafka_tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let recovery = {
         let (engine, health) = (engine.clone(), health.clone());
         let (kafka, stop_rx) = (config.kafka.clone(), stop_rx.clone());
+        let tasks = kafka_tasks.clone();
         tokio::spawn(async move {
             engine.recover().await?;
-            // After recovery, which writes again any outbox entry a crash kept from disk. The
-            // relay stops by itself when `stop` turns true.
-            crate::relay::start(engine.clone(), &kafka, stop_rx.clone());
-            crate::payments::start(engine.clone(), &kafka, stop_rx);
+            // After recovery, which writes again any outbox entry a crash kept from disk. Both
+            // stop by themselves when `stop` turns true; `Running::stop` waits for them.
+            let started = [
+                crate::relay::start(engine.clone(), &kafka, stop_rx.clone()),
+                crate::payments::start(engine.clone(), &kafka, stop_rx),
+            ];
+            tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(started.into_iter().flatten());
             set_health(&health, ServingStatus::Serving).await;
             Ok(())
         })
@@ -208,6 +222,7 @@ pub async fn launch(config: &Config) -> anyhow::Result<Running> {
         server,
         background,
         recovery: Some(recovery),
+        kafka: kafka_tasks,
         grace: Duration::from_millis(config.api.shutdown_grace_ms),
     })
 }
@@ -255,6 +270,19 @@ impl Running {
         }
         for task in self.background {
             let _ = task.await;
+        }
+        // The relay's last acknowledgements and the consumer's last results settle before the
+        // engine drains; a broker away does not hold the stop past the deadline.
+        let kafka: Vec<_> =
+            std::mem::take(&mut *self.kafka.lock().unwrap_or_else(|e| e.into_inner()));
+        if tokio::time::timeout(KAFKA_STOP_WITHIN, join_all(kafka))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                within_s = KAFKA_STOP_WITHIN.as_secs(),
+                "the order-event relay or the payment-result consumer did not stop in time; stopping anyway"
+            );
         }
         self.engine.shutdown().await;
         Ok(())

@@ -1,11 +1,68 @@
 //! What the test suites of several crates share: a real tansu broker started by
 //! `scripts/broker.sh` (SQLite storage, so a broker killed and restarted keeps what it
-//! acknowledged), and a real SMTP server started by `scripts/smtp.sh`. Test code only; no crate
-//! depends on it outside `[dev-dependencies]`.
+//! acknowledged), a real SMTP server started by `scripts/smtp.sh`, and waits for child processes
+//! with a deadline (`wait_within`, `output_within`). Test code only; no crate depends on it
+//! outside `[dev-dependencies]`.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `scripts/broker.sh` may take to start or stop a broker (its own wait for tansu is
+/// about 30 s).
+const SCRIPT_WITHIN: Duration = Duration::from_secs(90);
+
+/// How long a SIGKILLed broker may keep its port.
+const DEATH_WITHIN: Duration = Duration::from_secs(30);
+
+/// Waits for `child` to exit, for at most `within`: its status, or `None` if it still runs.
+pub fn wait_within(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child process") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `command` to its end, as `Command::output` does, for at most `within`; past that the
+/// process is killed and this panics, naming `what`.
+pub fn output_within(command: &mut Command, within: Duration, what: &str) -> Output {
+    run_within(command, within, what).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run_within(command: &mut Command, within: Duration, what: &str) -> Result<Output, String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("piped")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("piped")));
+    let Some(status) = wait_within(&mut child, within) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("{what} did not finish within {within:?}; killed"));
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    })
+}
 
 /// A tansu broker with its files in a directory; stopped when dropped.
 pub struct Broker {
@@ -31,7 +88,7 @@ impl Broker {
         if let Some(port) = port {
             command.arg(port);
         }
-        let out = command.output().expect("run scripts/broker.sh");
+        let out = output_within(&mut command, SCRIPT_WITHIN, "scripts/broker.sh start");
         assert!(
             out.status.success(),
             "the broker did not start: {}",
@@ -68,10 +125,22 @@ impl Broker {
         self.restart();
     }
 
-    /// SIGKILL; `restart` brings it back.
+    /// SIGKILL, and waits until its port refuses connections: a killed process keeps its
+    /// listening socket until its last thread is gone (one in uninterruptible disk I/O, an
+    /// fsync, goes last), and the kernel accepts connections for it until then. `restart` brings
+    /// it back.
     pub fn kill(&self) {
+        let pid = self.pid();
         self.signal(rustix::process::Signal::KILL);
-        std::thread::sleep(Duration::from_millis(200));
+        let addr: std::net::SocketAddr = self.addr.parse().expect("host:port");
+        let deadline = Instant::now() + DEATH_WITHIN;
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "the broker (pid {pid}) still takes connections on {addr} {DEATH_WITHIN:?} after SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// A new broker on the same files and port, after `kill`.
@@ -86,7 +155,12 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = Command::new(script()).arg("stop").arg(&self.dir).output();
+        let mut command = Command::new(script());
+        command.arg("stop").arg(&self.dir);
+        // No panic in a drop (during one, it would abort the process and hide the first).
+        if let Err(e) = run_within(&mut command, SCRIPT_WITHIN, "scripts/broker.sh stop") {
+            eprintln!("{e}");
+        }
     }
 }
 
