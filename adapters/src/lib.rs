@@ -68,14 +68,22 @@ pub async fn serve_metrics(listen: std::net::SocketAddr) -> anyhow::Result<std::
     Ok(addr)
 }
 
-/// Makes sure each of `topics` exists (retrying while the cluster is not ready: boxoffice may
-/// not have made them yet), then a consumer in `group` with the static member id `instance_id`,
+/// How an adapter makes a topic it finds missing (`--topic-partitions`, `--topic-replication`):
+/// as boxoffice would (`kafka.orders_topic_partitions`, `kafka.orders_topic_replication`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicShape {
+    pub partitions: i32,
+    pub replication: i32,
+}
+
+/// Makes sure each of `topics` exists, making it with `shape` if missing (retrying while the
+/// cluster is not ready), then a consumer in `group` with the static member id `instance_id`,
 /// subscribed to `subscribe`. `None` if `stop` turned true first.
 pub async fn subscribed_consumer(
     brokers: &str,
     properties: &std::collections::BTreeMap<String, String>,
     (group, instance_id): (&str, &str),
-    topics: &[&str],
+    (topics, shape): (&[&str], TopicShape),
     subscribe: &[&str],
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Option<kafka::rdkafka::consumer::StreamConsumer>> {
@@ -83,7 +91,15 @@ pub async fn subscribed_consumer(
     use kafka::rdkafka::consumer::Consumer;
     for topic in topics {
         let mut stop = stop.clone();
-        while let Err(e) = kafka::ensure_topic(brokers, properties, topic, 6, 1).await {
+        while let Err(e) = kafka::ensure_topic(
+            brokers,
+            properties,
+            topic,
+            shape.partitions,
+            shape.replication,
+        )
+        .await
+        {
             tracing::warn!(error = %e, topic, "topic not ready; retrying");
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return Ok(None),

@@ -138,6 +138,16 @@ struct RunArgs {
         default_value = "127.0.0.1:9467"
     )]
     metrics_listen: SocketAddr,
+    /// Partitions of a topic this adapter finds missing and makes (1 ..= 10000); match
+    /// boxoffice's kafka.orders_topic_partitions.
+    #[arg(long, env = "BOXOFFICE_EMAIL_TOPIC_PARTITIONS", default_value_t = 6,
+          value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    topic_partitions: i32,
+    /// Replicas of a topic this adapter finds missing and makes (1 ..= 16); match boxoffice's
+    /// kafka.orders_topic_replication.
+    #[arg(long, env = "BOXOFFICE_EMAIL_TOPIC_REPLICATION", default_value_t = 1,
+          value_parser = clap::value_parser!(i32).range(1..=16))]
+    topic_replication: i32,
     /// A librdkafka property for every client, KEY=VALUE (repeatable): TLS, SASL, ...
     #[arg(long = "kafka-property", value_parser = adapters::kafka_property)]
     properties: Vec<(String, String)>,
@@ -209,6 +219,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         data_dir: args.data_dir,
         properties: args.properties.into_iter().collect::<BTreeMap<_, _>>(),
+        topics: adapters::TopicShape {
+            partitions: args.topic_partitions,
+            replication: args.topic_replication,
+        },
         smtp: SmtpSettings {
             host: args.smtp_host,
             port: args.smtp_port,

@@ -78,6 +78,8 @@ pub struct Settings {
     pub instance_id: String,
     pub data_dir: PathBuf,
     pub properties: BTreeMap<String, String>,
+    /// How a missing topic is made.
+    pub topics: crate::TopicShape,
     pub smtp: SmtpSettings,
     pub from: Mailbox,
     pub templates: Arc<Templates>,
@@ -170,7 +172,10 @@ pub async fn run(
         &settings.brokers,
         &settings.properties,
         (&settings.group, &settings.instance_id),
-        &[&settings.orders_topic, &settings.tickets_topic],
+        (
+            &[&settings.orders_topic, &settings.tickets_topic],
+            settings.topics,
+        ),
         &[&settings.tickets_topic, &settings.orders_topic],
         &stop,
     )

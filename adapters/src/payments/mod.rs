@@ -72,6 +72,8 @@ pub struct Settings {
     pub breaker_cool_down: Duration,
     /// librdkafka properties for every client (TLS, SASL, ...).
     pub properties: BTreeMap<String, String>,
+    /// How a missing topic is made.
+    pub topics: crate::TopicShape,
     /// Where the Wallet gRPC service listens, and the keys it takes.
     pub listen: std::net::SocketAddr,
     pub api_keys: Vec<wallet_api::ApiKey>,
@@ -158,7 +160,10 @@ pub async fn run(
         &settings.brokers,
         &settings.properties,
         (&settings.group, &settings.instance_id),
-        &[&settings.orders_topic, &settings.payments_topic],
+        (
+            &[&settings.orders_topic, &settings.payments_topic],
+            settings.topics,
+        ),
         &[&settings.orders_topic],
         &stop,
     )

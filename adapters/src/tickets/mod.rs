@@ -74,6 +74,8 @@ pub struct Settings {
     pub max_batch: usize,
     /// librdkafka properties for every client (TLS, SASL, ...).
     pub properties: BTreeMap<String, String>,
+    /// How a missing topic is made.
+    pub topics: crate::TopicShape,
     /// Where the `TicketFiles` gRPC service listens, and the keys it takes.
     pub listen: SocketAddr,
     pub api_keys: Vec<ApiKey>,
@@ -125,7 +127,10 @@ pub async fn run(
         &settings.brokers,
         &settings.properties,
         (&settings.group, &settings.instance_id),
-        &[&settings.orders_topic, &settings.tickets_topic],
+        (
+            &[&settings.orders_topic, &settings.tickets_topic],
+            settings.topics,
+        ),
         &[&settings.orders_topic],
         &stop,
     )

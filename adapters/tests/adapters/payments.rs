@@ -13,10 +13,11 @@ use proto::v1;
 use proto::v1::event_admin_client::EventAdminClient;
 use proto::v1::reservations_client::ReservationsClient;
 use testkit::{Broker, output_within, wait_within};
+
+use super::support::{KEY, boxoffice, keyed, stop_boxoffice};
 use tonic::Request;
 use tonic::transport::Channel;
 
-const KEY: &str = "boxoffice-dev-key";
 const OPERATOR: &str = "wallet-operator-key";
 const READER: &str = "wallet-reader-key";
 
@@ -318,37 +319,15 @@ impl Shop {
     }
 }
 
-/// boxoffice serving in this process, its files under `dir`, its relay and payment-result
-/// consumer on `broker`.
-async fn boxoffice(dir: &Path, broker: &Broker) -> server::serve::Running {
-    let mut config = config::Config::default();
-    config.storage.data_dir = dir.join("boxoffice");
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
-    config.kafka.brokers = broker.addr.clone();
-    tokio::time::timeout(START_WITHIN, server::serve::start(&config))
-        .await
-        .unwrap_or_else(|_| panic!("boxoffice did not start within {START_WITHIN:?}"))
-        .unwrap()
-}
-
-/// `server.stop()`, within `EXIT_WITHIN`.
-async fn stop_boxoffice(server: server::serve::Running) {
-    tokio::time::timeout(EXIT_WITHIN, server.stop())
-        .await
-        .unwrap_or_else(|_| panic!("boxoffice did not stop within {EXIT_WITHIN:?}"))
-        .unwrap();
-}
-
 /// Runs `test` on a runtime of its own (two workers, as `#[tokio::test(flavor =
 /// "multi_thread", worker_threads = 2)]`) with a directory and a broker in it, and shuts the
-/// runtime down before the broker stops. `Running::stop` returns before boxoffice's Kafka
-/// tasks have ended; its payment-result consumer, dropped as its task ends, waits in rdkafka's
-/// `BaseConsumer::drop`, with no deadline, for librdkafka to close its group, which first
-/// commits the offsets it holds and so needs the group coordinator. After a broker restart the
-/// coordinator may not be back yet; with the broker then stopped, that commit never came, and
-/// the runtime's shutdown, which waits for the task, hung the test for good. The shutdown has
-/// a deadline too.
+/// runtime down before the broker stops. boxoffice's payment-result consumer, closing, waits
+/// in rdkafka's `BaseConsumer::drop` for librdkafka to commit its last offsets, which needs the
+/// group coordinator; after a broker restart the coordinator may not be back yet, and with the
+/// broker stopped that commit never came: the runtime's shutdown, which waited for the task,
+/// hung the test for good. The server now closes that consumer on a thread with a deadline and
+/// `Running::stop` waits for it; stopping the broker last keeps the commit possible, and the
+/// shutdown has a deadline too.
 fn with_broker(test: impl AsyncFnOnce(&Path, &mut Broker)) {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(&dir.path().join("broker"));
@@ -624,16 +603,6 @@ fn charges_made_before_a_kill_between_charge_and_publish_are_published_once_afte
         }
         stop_boxoffice(server).await;
     });
-}
-
-fn keyed<T>(message: T, key: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    if !key.is_empty() {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    }
-    request
 }
 
 async fn wallet_at(adapter: &PaymentAdapter) -> proto::v1::wallet_client::WalletClient<Channel> {

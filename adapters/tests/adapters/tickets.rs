@@ -17,22 +17,13 @@ use proto::v1::mail_client::MailClient;
 use proto::v1::reservations_client::ReservationsClient;
 use proto::v1::ticket_files_client::TicketFilesClient;
 use testkit::{Broker, Smtp};
-use tonic::Request;
+
+use super::support::{KEY, boxoffice, keyed, stop_boxoffice};
 use tonic::transport::Channel;
 
-/// The engine's development key: every role.
-const KEY: &str = "boxoffice-dev-key";
 /// The adapters' keys in these tests.
 const STOREFRONT: &str = "storefront-key";
 const OPERATOR: &str = "mail-operator-key";
-
-fn keyed<T>(message: T, key: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    request
-}
 
 /// An adapter process; killed when dropped.
 struct Process {
@@ -186,17 +177,6 @@ fn email(dir: &Path, brokers: &str, smtp: &Smtp, extra: &[&str]) -> Process {
     );
     args.extend(extra.iter().map(|s| s.to_string()));
     Process::start(env!("CARGO_BIN_EXE_boxoffice-email"), args)
-}
-
-/// boxoffice serving in this process, its files under `dir`, its relay and payment-result
-/// consumer on `broker`.
-async fn boxoffice(dir: &Path, broker: &Broker) -> server::serve::Running {
-    let mut config = config::Config::default();
-    config.storage.data_dir = dir.join("boxoffice");
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
-    config.kafka.brokers = broker.addr.clone();
-    server::serve::start(&config).await.unwrap()
 }
 
 async fn channel(addr: &str) -> Channel {
@@ -797,7 +777,7 @@ async fn a_ticket_goes_from_confirm_to_the_inbox_to_the_gate_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(smtp.messages().len(), 5, "nothing sent twice");
-    server.stop().await.unwrap();
+    stop_boxoffice(server).await;
 }
 
 fn codes_of(order: &v1::Order) -> Vec<String> {
@@ -931,7 +911,7 @@ async fn killed_ticket_and_email_adapters_leave_one_file_and_one_email_per_order
         .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
         .sum();
     assert_eq!(files, orders.len(), "one file per order, no leftovers");
-    server.stop().await.unwrap();
+    stop_boxoffice(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1065,5 +1045,5 @@ async fn an_email_the_smtp_server_keeps_refusing_is_parked_and_sent_once_on_retr
     assert!(busy.detail.contains("gave up after 3 attempts"), "{busy:?}");
     assert!(busy.detail.contains("451"), "{busy:?}");
     assert_eq!(smtp.messages().len(), 1, "only the retried email arrived");
-    server.stop().await.unwrap();
+    stop_boxoffice(server).await;
 }
