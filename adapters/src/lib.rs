@@ -11,6 +11,21 @@ pub mod mail;
 pub mod payments;
 pub mod tickets;
 
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `ms` since the Unix epoch as a protobuf timestamp.
+pub fn timestamp(ms: u64) -> proto::Timestamp {
+    proto::Timestamp {
+        seconds: (ms / 1_000) as i64,
+        nanos: ((ms % 1_000) * 1_000_000) as i32,
+    }
+}
+
 /// Logs to stderr as `tracing` events, filtered by the environment variable `filter_env`
 /// (`warn`, `info,adapters=debug`, ...), coloured only on a terminal.
 pub fn init_logging(filter_env: &str) {

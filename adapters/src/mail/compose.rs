@@ -17,6 +17,8 @@ use minijinja::Environment;
 use proto::v1;
 use serde::Serialize;
 
+use crate::tickets::render::money;
+
 /// The kinds of email with templates of their own; a resend uses `tickets`'.
 pub const KINDS: &[&str] = &["tickets", "cancelled", "unpaid", "refunded"];
 const PARTS: &[&str] = &["subject", "txt", "html"];
@@ -269,11 +271,6 @@ pub fn message(
         .map_err(|e| format!("the message cannot be built: {e}"))
 }
 
-/// `minor` in `currency`, as the tickets print it: `EUR 12.50`, `JPY 1,200`.
-pub fn money(minor: u64, currency: &str) -> String {
-    crate::tickets::render::money(currency, minor)
-}
-
 /// The event's start in its time zone, as the tickets print it; empty if unknown.
 pub fn local_time(t: Option<&proto::Timestamp>, zone: &str) -> String {
     t.and_then(|t| {
@@ -320,9 +317,9 @@ pub fn fields(order: &v1::Order, event: &v1::Event) -> Fields {
             tickets.len()
         },
         tickets,
-        total: money(order.total_minor, &order.currency),
+        total: money(&order.currency, order.total_minor),
         reason: order.cancel_reason.clone(),
-        refunded: money(order.refunded_minor, &order.currency),
+        refunded: money(&order.currency, order.refunded_minor),
     }
 }
 
@@ -436,8 +433,8 @@ mod tests {
 
     #[test]
     fn amounts_and_local_times() {
-        assert_eq!(money(1250, "EUR"), "EUR 12.50");
-        assert_eq!(money(1200, "JPY"), "JPY 1,200");
+        assert_eq!(money("EUR", 1250), "EUR 12.50");
+        assert_eq!(money("JPY", 1200), "JPY 1,200");
         let t = proto::Timestamp {
             seconds: 1_797_105_600, // 2026-12-12T20:00:00Z
             nanos: 0,

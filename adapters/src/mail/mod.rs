@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use kafka::rdkafka::Message;
@@ -41,6 +41,7 @@ use tokio::sync::{Semaphore, watch};
 use self::compose::Templates;
 use self::ledger::{Ledger, LedgerError, Send, Source, State};
 use crate::api_keys::ApiKey;
+use crate::unix_ms;
 
 /// The roles the `Mail` service knows.
 pub const ROLES: &[&str] = &["mail-operator"];
@@ -93,12 +94,6 @@ pub struct Settings {
     pub max_batch: usize,
     pub listen: SocketAddr,
     pub api_keys: Vec<ApiKey>,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 struct Adapter {
@@ -637,10 +632,7 @@ mod api {
             } as i32,
             attempts: s.attempts,
             detail: s.detail.clone(),
-            updated_at: Some(proto::Timestamp {
-                seconds: (s.updated_at_ms / 1_000) as i64,
-                nanos: ((s.updated_at_ms % 1_000) * 1_000_000) as i32,
-            }),
+            updated_at: Some(crate::timestamp(s.updated_at_ms)),
         }
     }
 

@@ -31,7 +31,7 @@ pub mod webhook;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use kafka::rdkafka::Message;
@@ -49,6 +49,7 @@ use self::ledger::{Charge, Ledger, Refund};
 use self::provider::{ChargeRequest, Outcome, Provider, TestProvider};
 use self::wallet::Wallet;
 use self::webhook::WebhookProvider;
+use crate::unix_ms;
 
 /// Attempts at a refund before it is left to an operator.
 const REFUND_ATTEMPTS: u32 = 8;
@@ -541,13 +542,6 @@ fn result_charge(
         result: result.encode_to_vec(),
         published: false,
     })
-}
-
-/// The wall clock, ms since the Unix epoch.
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A consumer of its own in the adapter's group, only to read offsets for the lag gauge.

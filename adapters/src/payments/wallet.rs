@@ -117,7 +117,7 @@ fn change(
         amount_minor,
         balance_after_minor: account.balance_minor,
         order_id: order_id.to_string(),
-        at_ms: super::unix_ms(),
+        at_ms: crate::unix_ms(),
     };
     trees
         .history

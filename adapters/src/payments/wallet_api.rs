@@ -118,18 +118,11 @@ impl v1::wallet_server::Wallet for Api {
                     amount_minor: e.amount_minor,
                     balance_after_minor: e.balance_after_minor,
                     order_id: e.order_id,
-                    at: Some(prost_types_timestamp(e.at_ms)),
+                    at: Some(crate::timestamp(e.at_ms)),
                 })
                 .collect(),
             next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
         }))
-    }
-}
-
-fn prost_types_timestamp(ms: u64) -> proto::Timestamp {
-    proto::Timestamp {
-        seconds: (ms / 1_000) as i64,
-        nanos: ((ms % 1_000) * 1_000_000) as i32,
     }
 }
 

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use kafka::rdkafka::Message;
@@ -46,6 +46,7 @@ use tokio::sync::{Semaphore, watch};
 use self::render::{Paper, TicketDocument, TicketPage};
 use self::store::{Parked, Rendered, Store, StoreError};
 use crate::api_keys::ApiKey;
+use crate::{timestamp, unix_ms};
 
 /// The roles the `TicketFiles` service knows.
 pub const ROLES: &[&str] = &["storefront"];
@@ -86,19 +87,6 @@ struct Adapter {
     store: Arc<Store>,
     producer: FutureProducer,
     renders: Arc<Semaphore>,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn timestamp(ms: u64) -> proto::Timestamp {
-    proto::Timestamp {
-        seconds: (ms / 1_000) as i64,
-        nanos: ((ms % 1_000) * 1_000_000) as i32,
-    }
 }
 
 fn timestamp_ms(t: Option<&proto::Timestamp>) -> i64 {
@@ -306,7 +294,7 @@ impl Adapter {
                 order: order.encode_to_vec(),
             },
         )?;
-        gauge!("boxoffice_tickets_parked").set(self.store.parked()?.len() as f64);
+        gauge!("boxoffice_tickets_parked").set(self.store.parked_count() as f64);
         Ok(Outcome::Parked)
     }
 
@@ -373,7 +361,6 @@ impl Adapter {
     /// At start: renders the parked orders again (a new version, or an event read since).
     async fn retry_parked(&self) -> anyhow::Result<()> {
         let parked = self.store.parked()?;
-        gauge!("boxoffice_tickets_parked").set(parked.len() as f64);
         let mut fresh = Vec::new();
         for (order_id, p) in parked {
             let Ok(order) = v1::Order::decode(p.order.as_slice()) else {
@@ -385,8 +372,9 @@ impl Adapter {
                 fresh.push((id, rendered));
             }
         }
-        gauge!("boxoffice_tickets_parked").set(self.store.parked()?.len() as f64);
-        self.record_and_publish(fresh).await
+        self.record_and_publish(fresh).await?;
+        gauge!("boxoffice_tickets_parked").set(self.store.parked_count() as f64);
+        Ok(())
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Parked {
 pub struct Store {
     trees: Mutex<Trees>,
     files: PathBuf,
+    /// Entries of the `parked` tree, kept in step by `park` and `put_rendered`.
+    parked: std::sync::atomic::AtomicUsize,
 }
 
 struct Trees {
@@ -94,9 +96,11 @@ impl Store {
             parked: tree("parked")?,
             db,
         };
+        let parked = trees.parked.iter().count();
         Ok(Store {
             trees: Mutex::new(trees),
             files,
+            parked: parked.into(),
         })
     }
 
@@ -146,10 +150,15 @@ impl Store {
             .insert(order_id.as_bytes(), encode(rendered))
             .map_err(sled_error)?;
         // Rendered now: no longer parked.
-        trees
+        if trees
             .parked
             .remove(order_id.as_bytes())
-            .map_err(sled_error)?;
+            .map_err(sled_error)?
+            .is_some()
+        {
+            self.parked
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -168,11 +177,21 @@ impl Store {
     }
 
     pub fn park(&self, order_id: &str, parked: &Parked) -> Result<(), StoreError> {
-        self.trees()
+        let before = self
+            .trees()
             .parked
             .insert(order_id.as_bytes(), encode(parked))
             .map_err(sled_error)?;
+        if before.is_none() {
+            self.parked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
+    }
+
+    /// How many orders are parked now.
+    pub fn parked_count(&self) -> usize {
+        self.parked.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn parked(&self) -> Result<Vec<(String, Parked)>, StoreError> {
@@ -254,6 +273,7 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(store.parked().unwrap().len(), 1);
+            assert_eq!(store.parked_count(), 1);
             let rendered = Rendered {
                 event_id: event.into(),
                 path,
@@ -272,6 +292,7 @@ mod tests {
         let rendered = store.rendered(order).unwrap().unwrap();
         assert_eq!(rendered.sha256, hex(&Sha256::digest(b"%PDF-1.7 test")));
         assert!(store.parked().unwrap().is_empty(), "rendered: unparked");
+        assert_eq!(store.parked_count(), 0);
         assert!(store.path_of("../etc", order).is_err());
         assert!(store.path_of(event, "x/y").is_err());
     }

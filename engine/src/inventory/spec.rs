@@ -157,9 +157,8 @@ fn local_part_ok(local: &str) -> bool {
 
 /// A domain of two or more labels of ASCII letters, digits and `-` (not first or last).
 fn domain_ok(domain: &str) -> bool {
-    let labels: Vec<&str> = domain.split('.').collect();
-    labels.len() >= 2
-        && labels.iter().all(|l| {
+    domain.contains('.')
+        && domain.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
                 && !l.starts_with('-')
