@@ -85,6 +85,7 @@ pub(crate) fn hot_event(capacity: u32) -> EventSpec {
         hold_ttl_ms: 3_600_000,
         payment_ttl_ms: 900_000,
         time_zone: "UTC".into(),
+        allow_reentry: false,
         tiers: vec![TierSpec {
             code: "GA".into(),
             name: "General admission".into(),

@@ -15,9 +15,9 @@ use crate::commit::{GroupCommit, Waiter};
 use crate::error::Error;
 use crate::inventory::{
     Admission, CancelOrderRequest, CheckInStats, ConfirmRequest, Decision, EventStatus,
-    EventSummary, Hold, HoldId, Inventory, Limits, Order, OrderId, OrderStatus, PaymentResult,
-    Record, RefundOrderRequest, Rejection, ReleaseRequest, ReserveRequest, Scan, ScanOutcome,
-    SeatAvailability, Settlement, TicketClaims, TicketId, TicketIssuer,
+    EventSummary, Exit, Hold, HoldId, Inventory, Limits, Order, OrderId, OrderStatus,
+    PaymentResult, Record, RefundOrderRequest, Rejection, ReleaseRequest, ReserveRequest, Scan,
+    ScanOutcome, SeatAvailability, Settlement, TicketClaims, TicketId, TicketIssuer,
 };
 use crate::memory::StateMemory;
 use crate::outbox::OutboxEntry;
@@ -116,6 +116,11 @@ pub enum EventMsg {
         scan: Scan,
         permit: OwnedSemaphorePermit,
         reply: Reply<(Admission, bool)>,
+    },
+    CheckOut {
+        scan: Scan,
+        permit: OwnedSemaphorePermit,
+        reply: Reply<(Exit, bool)>,
     },
     UploadScans {
         scans: Vec<(Scan, u64)>,
@@ -522,6 +527,11 @@ impl Actor for EventActor {
                 permit,
                 reply,
             } => state.command(permit, reply, |inv, now, _| inv.check_in(&scan, now)),
+            EventMsg::CheckOut {
+                scan,
+                permit,
+                reply,
+            } => state.command(permit, reply, |inv, now, _| inv.check_out(&scan, now)),
             EventMsg::UploadScans {
                 scans,
                 permit,

@@ -20,7 +20,7 @@ use crate::commit::{CommitStats, GroupCommit};
 use crate::error::Error;
 use crate::inventory::{
     Admission, CancelOrderRequest, CheckInStats, ConfirmRequest, EventId, EventSpec, EventStatus,
-    EventSummary, Hold, HoldId, Inventory, Limits, Order, OrderId, PaymentResult,
+    EventSummary, Exit, Hold, HoldId, Inventory, Limits, Order, OrderId, PaymentResult,
     RefundOrderRequest, Rejection, ReleaseRequest, ReserveRequest, Scan, ScanOutcome,
     SeatAvailability, Settlement,
 };
@@ -589,6 +589,17 @@ impl EventHandle {
     /// for a retry of the scan that did).
     pub async fn check_in(&self, scan: Scan) -> Result<(Admission, bool), Error> {
         self.ask(1, |permit, reply| EventMsg::CheckIn {
+            scan,
+            permit,
+            reply,
+        })
+        .await
+    }
+
+    /// Lets a ticket out, when the event allows re-entry: the exit, and whether this scan made it
+    /// (`false` for a retry of the scan that did).
+    pub async fn check_out(&self, scan: Scan) -> Result<(Exit, bool), Error> {
+        self.ask(1, |permit, reply| EventMsg::CheckOut {
             scan,
             permit,
             reply,

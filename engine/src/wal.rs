@@ -43,8 +43,9 @@ impl From<std::io::Error> for StorageError {
 
 /// The version of what the data directory holds (records, snapshots, outbox entries), written to
 /// `<data_dir>/FORMAT` when the log is made. Version 2 added payments and tickets to orders,
-/// version 3 check-ins, version 4 events' time zones and orders' contacts.
-pub const FORMAT_VERSION: u32 = 4;
+/// version 3 check-ins, version 4 events' time zones and orders' contacts, version 5 re-entry
+/// (events' `allow_reentry`, exits among a ticket's scans).
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Refuses a data directory written in another format, naming both; marks a new one.
 pub fn check_format(data_dir: &Path) -> Result<(), StorageError> {
@@ -582,13 +583,13 @@ mod tests {
         check_format(dir.path()).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
-            "4\n"
+            "5\n"
         );
         check_format(dir.path()).unwrap();
-        std::fs::write(dir.path().join("FORMAT"), "3\n").unwrap();
+        std::fs::write(dir.path().join("FORMAT"), "4\n").unwrap();
         let err = check_format(dir.path()).unwrap_err().to_string();
         assert!(
-            err.contains("format 3") && err.contains("reads format 4"),
+            err.contains("format 4") && err.contains("reads format 5"),
             "{err}"
         );
         let old = tempfile::tempdir().unwrap();

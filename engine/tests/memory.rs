@@ -32,6 +32,7 @@ fn spec(tiers: Vec<TierSpec>) -> EventSpec {
         hold_ttl_ms: 600_000,
         payment_ttl_ms: 900_000,
         time_zone: "UTC".into(),
+        allow_reentry: false,
         tiers,
     }
 }

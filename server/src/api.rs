@@ -288,6 +288,30 @@ impl v1::check_in_server::CheckIn for Api {
         .await
     }
 
+    async fn check_out(
+        &self,
+        request: Request<v1::CheckOutRequest>,
+    ) -> Result<Response<v1::CheckOutResponse>, Status> {
+        self.unary("CheckOut", async {
+            let r = request.into_inner();
+            let event = convert::event_id(&r.event_id)?;
+            let scan = convert::scan(event, r.token, r.gate_id, r.scan_id)?;
+            let answer = self.engine.event(event)?.check_out(scan).await;
+            let (exit, made) = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    telemetry::scan("", "refused");
+                    return Err(e.into());
+                }
+            };
+            telemetry::scan(&exit.gate, if made { "exited" } else { "repeated" });
+            Ok(v1::CheckOutResponse {
+                exit: Some(convert::exit_to_proto(&exit)),
+            })
+        })
+        .await
+    }
+
     async fn upload_scans(
         &self,
         request: Request<v1::UploadScansRequest>,

@@ -132,6 +132,7 @@ pub fn event_spec(
         } else {
             request.time_zone
         },
+        allow_reentry: request.allow_reentry,
     })
 }
 
@@ -203,6 +204,7 @@ pub fn event_to_proto(spec: &EventSpec, status: domain::EventStatus) -> v1::Even
         default_hold_ttl_seconds: (spec.hold_ttl_ms / 1_000) as u32,
         payment_ttl_seconds: (spec.payment_ttl_ms / 1_000) as u32,
         time_zone: spec.time_zone.clone(),
+        allow_reentry: spec.allow_reentry,
         tiers: spec
             .tiers
             .iter()
@@ -660,6 +662,8 @@ pub fn check_in_stats_to_proto(s: &engine::inventory::CheckInStats) -> v1::GetCh
         tickets_live: s.tickets_live,
         admitted: s.admitted,
         conflicts: s.conflicts,
+        exits: s.exits,
+        inside: s.inside,
         gates: s
             .gates
             .iter()
@@ -667,7 +671,17 @@ pub fn check_in_stats_to_proto(s: &engine::inventory::CheckInStats) -> v1::GetCh
                 gate_id: g.gate.clone(),
                 admitted: g.admitted,
                 conflicts: g.conflicts,
+                exits: g.exits,
             })
             .collect(),
+    }
+}
+
+pub fn exit_to_proto(e: &engine::inventory::Exit) -> v1::Exit {
+    v1::Exit {
+        ticket_id: e.ticket_id.to_string(),
+        gate_id: e.gate.clone(),
+        scan_id: e.scan_id.clone(),
+        checked_out_at: timestamp(e.at_ms),
     }
 }

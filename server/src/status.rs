@@ -250,6 +250,18 @@ fn rejection(r: Rejection, message: String) -> ApiError {
         Rejection::TicketVoid { ticket, status } => new(FailedPrecondition, "TICKET_VOID")
             .with("ticket_id", ticket)
             .with("status", crate::convert::order_status_name(status)),
+        Rejection::ReentryNotAllowed => new(FailedPrecondition, "REENTRY_NOT_ALLOWED"),
+        Rejection::NotCheckedIn(ticket) => {
+            new(FailedPrecondition, "NOT_CHECKED_IN").with("ticket_id", ticket)
+        }
+        Rejection::ScanIdTaken {
+            ticket,
+            gate,
+            scan_id,
+        } => new(FailedPrecondition, "SCAN_ID_TAKEN")
+            .with("ticket_id", ticket)
+            .with("gate_id", gate)
+            .with("scan_id", scan_id),
         Rejection::AlreadyCheckedIn {
             ticket,
             gate,

@@ -71,6 +71,7 @@ pub fn event(tiers: Vec<TierSpec>) -> EventSpec {
         hold_ttl_ms: 3_600_000,
         payment_ttl_ms: 900_000,
         time_zone: "UTC".into(),
+        allow_reentry: false,
         tiers,
     }
 }

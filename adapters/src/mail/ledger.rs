@@ -1,6 +1,7 @@
 //! The email adapter's own durable state, in sled under its data directory: every send (one email:
 //! order, kind, address, what it was made from, and how far it got), the events it has read (for
-//! the names and times in notices) and each order's rendered tickets (for a resend).
+//! the names and times in notices), each order's rendered tickets (for a resend) and the orders
+//! refunded (whose tickets are no longer sent).
 //!
 //! It is what makes the adapter send at most once: a send is recorded as `Sending` and flushed
 //! before the SMTP server is asked, and as `Sent` (flushed) after it answered. A send found
@@ -75,6 +76,8 @@ struct Trees {
     events: sled::Tree,
     /// order id -> encoded `boxoffice.v1.TicketsRendered`.
     tickets: sled::Tree,
+    /// order id -> (nothing): orders whose `OrderRefunded` was read.
+    refunded: sled::Tree,
     /// The next `Send::seq`: one past the highest stored.
     next_seq: u64,
 }
@@ -104,6 +107,7 @@ impl Ledger {
             sends,
             events: tree("events")?,
             tickets: tree("tickets")?,
+            refunded: tree("refunded")?,
             next_seq,
             db,
         })))
@@ -207,6 +211,22 @@ impl Ledger {
             .get(order_id.as_bytes())
             .map_err(sled_error)?
             .map(|v| v.to_vec()))
+    }
+
+    /// Notes that `order_id` was refunded (not flushed: the send it comes with is).
+    pub fn put_refunded(&self, order_id: &str) -> Result<(), LedgerError> {
+        self.trees()
+            .refunded
+            .insert(order_id.as_bytes(), [0u8; 0])
+            .map_err(sled_error)?;
+        Ok(())
+    }
+
+    pub fn refunded(&self, order_id: &str) -> Result<bool, LedgerError> {
+        self.trees()
+            .refunded
+            .contains_key(order_id.as_bytes())
+            .map_err(sled_error)
     }
 
     /// At start: every send left `Sending` by a stop becomes `Unknown`, and every send an

@@ -293,7 +293,14 @@ impl Adapter {
                 };
                 (order, kind)
             }
-            Some(Change::OrderRefunded(r)) => (r.order.unwrap_or_default(), "refunded"),
+            Some(Change::OrderRefunded(r)) => {
+                let order = r.order.unwrap_or_default();
+                // Recorded before the offset is committed: the order's tickets, rendered or
+                // not yet, are not sent after this (`deliver`).
+                self.ledger.put_refunded(&order.order_id)?;
+                self.ledger.flush()?;
+                (order, "refunded")
+            }
             _ => return Ok(None),
         };
         let event = self.ledger.event(&order.event_id)?.unwrap_or_default();
@@ -328,6 +335,13 @@ impl Adapter {
             counter!("boxoffice_email_skipped_total", "why" => "no_address").increment(1);
             return Ok(Done::Settled);
         };
+        // Tickets rendered after their order was refunded (the two arrive on different topics)
+        // are void: the buyer gets the refund notice only.
+        if job.kind == "tickets" && self.ledger.refunded(&job.order_id)? {
+            tracing::info!(order = %job.order_id, "tickets of a refunded order not sent");
+            counter!("boxoffice_email_skipped_total", "why" => "refunded").increment(1);
+            return Ok(Done::Settled);
+        }
         let send = Send {
             order_id: job.order_id,
             event_id: job.event_id,
@@ -779,6 +793,13 @@ mod api {
             let kind = format!("resend:{}", r.request_id);
             if let Some(send) = self.0.ledger.send(&order_id, &kind).map_err(storage)? {
                 return Ok(Response::new(to_proto(&send)));
+            }
+            if self.0.ledger.refunded(&order_id).map_err(storage)? {
+                return Err(status(
+                    Code::FailedPrecondition,
+                    "ORDER_REFUNDED",
+                    format!("order {order_id} was refunded: its tickets are void"),
+                ));
             }
             let rendered = self
                 .0

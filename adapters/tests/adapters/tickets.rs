@@ -732,19 +732,10 @@ async fn a_ticket_goes_from_confirm_to_the_inbox_to_the_gate_once() {
         .find(|m| m.to == "joana.goncalves@example.pt")
         .expect("the resend");
     assert_eq!(resent.attachments[0].1, *pdf);
-    let sends = operator
-        .list_sends(keyed(
-            v1::ListSendsRequest {
-                order_id: joana.order_id.clone(),
-            },
-            OPERATOR,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .sends;
-    let kinds: Vec<&str> = sends.iter().map(|s| s.kind.as_str()).collect();
-    assert_eq!(kinds, ["tickets", "resend:fix-address-1"]);
+    assert_eq!(
+        send_kinds(&mut operator, &joana.order_id).await,
+        ["tickets", "resend:fix-address-1"]
+    );
     let bad = operator
         .resend_tickets(keyed(
             v1::ResendTicketsRequest {
@@ -782,6 +773,21 @@ async fn a_ticket_goes_from_confirm_to_the_inbox_to_the_gate_once() {
 
 fn codes_of(order: &v1::Order) -> Vec<String> {
     order.tickets.iter().map(|t| t.token.clone()).collect()
+}
+
+/// The kinds of an order's sends, in order, as the email adapter lists them.
+async fn send_kinds(operator: &mut MailClient<Channel>, order_id: &str) -> Vec<String> {
+    let request = v1::ListSendsRequest {
+        order_id: order_id.into(),
+    };
+    let sends = operator.list_sends(keyed(request, OPERATOR)).await;
+    sends
+        .unwrap()
+        .into_inner()
+        .sends
+        .into_iter()
+        .map(|s| s.kind)
+        .collect()
 }
 
 fn reason(status: &tonic::Status) -> String {
@@ -1045,5 +1051,78 @@ async fn an_email_the_smtp_server_keeps_refusing_is_parked_and_sent_once_on_retr
     assert!(busy.detail.contains("gave up after 3 attempts"), "{busy:?}");
     assert!(busy.detail.contains("451"), "{busy:?}");
     assert_eq!(smtp.messages().len(), 1, "only the retried email arrived");
+    stop_boxoffice(server).await;
+}
+
+/// An order refunded right after it was paid: the refund is read before its tickets are rendered
+/// (the ticket-file adapter is not running yet). The buyer gets the refund notice and never the
+/// void tickets after it; an operator cannot resend them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_rendered_after_their_order_was_refunded_are_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let smtp = Smtp::start(&dir.path().join("smtp"));
+    let server = boxoffice(dir.path(), &broker).await;
+    let mut shop = Shop::open(server.grpc_addr).await;
+    let _payments = payments(&dir.path().join("payments"), &broker.addr);
+    let email_adapter = email(&dir.path().join("email"), &broker.addr, &smtp, &[]);
+    let order = shop
+        .order(
+            "c-1",
+            "GA",
+            2,
+            "test:approve",
+            contact("dora@example.com", "Dora", "en"),
+        )
+        .await;
+    let paid = shop.settled(std::slice::from_ref(&order)).await;
+    assert_eq!(paid[0].status, v1::OrderStatus::Paid as i32);
+    shop.admin
+        .refund_order(keyed(
+            v1::RefundOrderRequest {
+                event_id: order.event_id.clone(),
+                order_id: order.order_id.clone(),
+                reason: "event moved".into(),
+                idempotency_key: String::new(),
+            },
+            KEY,
+        ))
+        .await
+        .unwrap();
+    let mail = received(&smtp, 1).await;
+    assert!(mail[0].subject.contains("refunded"), "{}", mail[0].subject);
+
+    // Now the tickets are rendered and announced: read, and not sent.
+    let _tickets = tickets(&dir.path().join("tickets"), &broker.addr);
+    let skipped = "boxoffice_email_skipped_total{why=\"refunded\"}";
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while email_adapter.metric(skipped).await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the void tickets were never read"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut operator = MailClient::new(channel(email_adapter.field("grpc")).await);
+    let resend = operator
+        .resend_tickets(keyed(
+            v1::ResendTicketsRequest {
+                order_id: order.order_id.clone(),
+                email: "dora@example.net".into(),
+                request_id: "r-1".into(),
+            },
+            OPERATOR,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (resend.code(), reason(&resend).as_str()),
+        (tonic::Code::FailedPrecondition, "ORDER_REFUNDED")
+    );
+    assert_eq!(
+        send_kinds(&mut operator, &order.order_id).await,
+        ["refunded"]
+    );
+    assert_eq!(smtp.messages().len(), 1, "the refund notice only");
     stop_boxoffice(server).await;
 }

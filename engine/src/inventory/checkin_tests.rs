@@ -1,15 +1,27 @@
 //! Tests of check-in on the pure inventory: tickets issued with the real keys, scanned online and
 //! uploaded offline, replayed from the log and restored from a snapshot.
 
-use super::payment_tests::{approved, issuer, two_orders};
-use super::tests::{T0, limits, oid};
+use super::payment_tests::{approved, issuer, two_orders_of};
+use super::tests::{T0, limits, oid, spec};
 use super::*;
 
 /// The two orders of `two_orders`, paid: four tickets; and the log that made them.
 fn paid() -> (Inventory, Vec<Record>, Vec<Ticket>) {
+    paid_of(spec())
+}
+
+/// `paid`, of an event that allows re-entry.
+fn paid_with_reentry() -> (Inventory, Vec<Record>, Vec<Ticket>) {
+    paid_of(EventSpec {
+        allow_reentry: true,
+        ..spec()
+    })
+}
+
+fn paid_of(spec: EventSpec) -> (Inventory, Vec<Record>, Vec<Ticket>) {
     let dir = tempfile::tempdir().unwrap();
     let mut issuer = issuer(&dir);
-    let (mut inv, mut log) = two_orders();
+    let (mut inv, mut log) = two_orders_of(spec);
     let mut tickets = Vec::new();
     for (order, amount) in [(oid(1), 5_300), (oid(2), 8_400)] {
         let d = inv
@@ -82,12 +94,14 @@ fn a_ticket_is_let_in_once_and_a_retried_scan_repeats_its_admission() {
             GateCounts {
                 gate: "north".into(),
                 admitted: 1,
-                conflicts: 0
+                conflicts: 0,
+                exits: 0,
             },
             GateCounts {
                 gate: "south".into(),
                 admitted: 1,
-                conflicts: 0
+                conflicts: 0,
+                exits: 0,
             }
         ]
     );
@@ -241,4 +255,161 @@ fn check_ins_are_rebuilt_by_replay_and_from_a_snapshot() {
         restored.check_in(&scan(&tickets[3], "west", "s4"), T0 + 5),
         Err(Rejection::AlreadyCheckedIn { .. })
     ));
+}
+
+#[test]
+fn with_reentry_a_ticket_leaves_and_comes_back_and_retries_change_nothing() {
+    let (mut inv, mut log, tickets) = paid_with_reentry();
+    let t = &tickets[0];
+    // Not in yet: nobody to let out.
+    assert!(matches!(
+        inv.check_out(&scan(t, "north", "x0"), T0 + 1),
+        Err(Rejection::NotCheckedIn(id)) if id == t.id
+    ));
+    log.extend(
+        inv.check_in(&scan(t, "north", "in-1"), T0 + 10)
+            .unwrap()
+            .record,
+    );
+    let out = inv.check_out(&scan(t, "north", "out-1"), T0 + 20).unwrap();
+    assert_eq!((out.answer.0.at_ms, out.answer.1), (T0 + 20, true));
+    log.extend(out.record);
+    // A retried exit repeats it; a second exit with another scan id is refused: not in.
+    let retry = inv.check_out(&scan(t, "north", "out-1"), T0 + 25).unwrap();
+    assert!(retry.record.is_none());
+    assert_eq!((retry.answer.0.at_ms, retry.answer.1), (T0 + 20, false));
+    assert!(matches!(
+        inv.check_out(&scan(t, "south", "out-2"), T0 + 26),
+        Err(Rejection::NotCheckedIn(_))
+    ));
+    // An exit's scan id is not an entry's, nor an entry's an exit's.
+    assert!(matches!(
+        inv.check_in(&scan(t, "north", "out-1"), T0 + 27),
+        Err(Rejection::ScanIdTaken { .. })
+    ));
+    assert!(matches!(
+        inv.check_out(&scan(t, "north", "in-1"), T0 + 27),
+        Err(Rejection::ScanIdTaken { .. })
+    ));
+    // Back in by another gate: a new admission; the first entry's retry still answers it.
+    let back = inv.check_in(&scan(t, "south", "in-2"), T0 + 30).unwrap();
+    let (admission, made) = back.answer.clone();
+    assert!(made && admission.gate == "south" && admission.at_ms == T0 + 30);
+    log.extend(back.record);
+    let old = inv.check_in(&scan(t, "north", "in-1"), T0 + 31).unwrap();
+    assert_eq!(
+        (
+            old.answer.0.scan_id.as_str(),
+            old.answer.0.at_ms,
+            old.answer.1
+        ),
+        ("in-1", T0 + 10, false)
+    );
+    // In again: a third scan is refused with the latest admission.
+    assert!(matches!(
+        inv.check_in(&scan(t, "east", "in-3"), T0 + 32),
+        Err(Rejection::AlreadyCheckedIn { scan_id, .. }) if scan_id == "in-2"
+    ));
+    let stats = inv.check_in_stats();
+    assert_eq!((stats.admitted, stats.exits, stats.inside), (2, 1, 1));
+    let north = stats.gates.iter().find(|g| g.gate == "north").unwrap();
+    assert_eq!((north.admitted, north.exits), (1, 1));
+    inv.audit();
+
+    // Replayed from the log and restored from a snapshot: the same, and still in.
+    let mut replayed = Inventory::from_created(&log[0]);
+    for r in &log[1..] {
+        replayed.apply(r);
+    }
+    replayed.audit();
+    assert_eq!(replayed.check_in_stats(), stats);
+    let bytes = postcard::to_allocvec(&inv).unwrap();
+    let mut restored = postcard::from_bytes::<Inventory>(&bytes)
+        .unwrap()
+        .restored();
+    restored.audit();
+    assert_eq!(restored.check_in_stats(), stats);
+    assert_eq!(restored.text_bytes, inv.text_bytes, "strings counted alike");
+    assert!(matches!(
+        restored.check_in(&scan(t, "east", "in-3"), T0 + 40),
+        Err(Rejection::AlreadyCheckedIn { .. })
+    ));
+    assert!(
+        restored
+            .check_out(&scan(t, "east", "out-3"), T0 + 40)
+            .unwrap()
+            .answer
+            .1
+    );
+}
+
+#[test]
+fn without_reentry_nobody_is_let_out() {
+    let (mut inv, _, tickets) = paid();
+    inv.check_in(&scan(&tickets[0], "north", "in-1"), T0 + 10)
+        .unwrap();
+    let before = inv.check_in_stats();
+    assert!(matches!(
+        inv.check_out(&scan(&tickets[0], "north", "out-1"), T0 + 20),
+        Err(Rejection::ReentryNotAllowed)
+    ));
+    // A bad token is refused as such first.
+    let mut forged = scan(&tickets[0], "north", "out-2");
+    forged.token.pop();
+    assert!(matches!(
+        inv.check_out(&forged, T0 + 20),
+        Err(Rejection::InvalidTicket(_))
+    ));
+    assert_eq!(inv.check_in_stats(), before);
+    assert_eq!(before.inside, 1);
+    inv.audit();
+}
+
+#[test]
+fn a_ticket_has_at_most_max_scans_entries_and_exits_together() {
+    let (mut inv, _, tickets) = paid_with_reentry();
+    let t = &tickets[1];
+    let mut now = T0;
+    for i in 0..MAX_SCANS_PER_TICKET / 2 {
+        now += 1;
+        inv.check_in(&scan(t, "g", &format!("in-{i}")), now)
+            .unwrap();
+        inv.check_out(&scan(t, "g", &format!("out-{i}")), now)
+            .unwrap();
+    }
+    let before = inv.check_in_stats();
+    assert!(matches!(
+        inv.check_in(&scan(t, "g", "one-more"), now + 1),
+        Err(Rejection::CheckInLimit(_))
+    ));
+    assert_eq!(inv.check_in_stats(), before);
+    assert_eq!((before.admitted, before.exits, before.inside), (32, 32, 0));
+    inv.audit();
+}
+
+#[test]
+fn an_offline_scan_of_a_ticket_that_left_lets_it_in_again() {
+    let (mut inv, _, tickets) = paid_with_reentry();
+    let t = &tickets[2];
+    inv.check_in(&scan(t, "north", "in-1"), T0 + 10).unwrap();
+    inv.check_out(&scan(t, "north", "out-1"), T0 + 20).unwrap();
+    // Scanned offline before the exit reached the server: taken at the exit's time at least.
+    let d = inv
+        .upload_scans(
+            &[
+                (scan(t, "east", "off-1"), T0 + 15),
+                (scan(t, "west", "off-2"), T0 + 16),
+            ],
+            T0 + 40,
+        )
+        .unwrap();
+    let outcomes: Vec<ScanOutcome> = d.answer.into_iter().map(Result::unwrap).collect();
+    assert!(matches!(&outcomes[0], ScanOutcome::Admitted(a) if a.at_ms == T0 + 20));
+    assert!(matches!(&outcomes[1], ScanOutcome::Conflict { first } if first.scan_id == "off-1"));
+    let stats = inv.check_in_stats();
+    assert_eq!(
+        (stats.admitted, stats.conflicts, stats.exits, stats.inside),
+        (2, 1, 1, 1)
+    );
+    inv.audit();
 }

@@ -7,13 +7,19 @@
 //! dropped. A scan already recorded for the ticket (same scan id at the same gate) repeats its
 //! first outcome and changes nothing: a scanner may retry freely. "First" is first to reach the
 //! server: an offline scan uploaded after an online admission is the conflict, whatever its time.
+//!
+//! An event made with `allow_reentry` also records exits (`check_out`): a ticket that left is let
+//! in again by its next scan, and every entry counts as an admission. Without it a ticket is in
+//! for good once admitted. A ticket's scans (entries, conflicts, exits) are bounded by
+//! `MAX_SCANS_PER_TICKET`.
 
 use super::*;
 
 /// Gates an event counts, at most; a scan at one more is refused.
 pub const MAX_GATES_PER_EVENT: usize = 1_000;
-/// Scans recorded for one ticket (its admission and conflicts), at most.
-pub const MAX_SCANS_PER_TICKET: usize = 32;
+/// Scans recorded for one ticket (its entries, conflicts and exits), at most: 32 visits with
+/// re-entry.
+pub const MAX_SCANS_PER_TICKET: usize = 64;
 /// Scans in one upload, at most.
 pub const MAX_SCANS_PER_UPLOAD: usize = 1_000;
 /// Longest gate id and scan id, bytes.
@@ -51,6 +57,26 @@ pub enum ScanOutcome {
     Repeated { first: Admission, admitted: bool },
 }
 
+/// A ticket that left, with re-entry allowed: where, when and by which scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub ticket_id: TicketId,
+    pub gate: String,
+    pub scan_id: String,
+    pub at_ms: u64,
+}
+
+/// What a recorded scan did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ScanKind {
+    /// Let the ticket in.
+    Entry,
+    /// Made while the ticket was already in (an offline scan uploaded later).
+    Conflict,
+    /// Let the ticket out (re-entry allowed).
+    Exit,
+}
+
 /// A scan as the log keeps it.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ScanRecord {
@@ -58,24 +84,53 @@ pub struct ScanRecord {
     pub gate: String,
     pub scan_id: String,
     pub at_ms: u64,
-    /// Made after the ticket was already in (an offline scan uploaded later).
-    pub conflict: bool,
+    pub kind: ScanKind,
 }
 
-/// A ticket that is in: its admission and every scan recorded for it.
+/// A scan kept with its ticket, to answer its retries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ScanEntry {
+    scan_id: String,
+    gate: String,
+    at_ms: u64,
+    kind: ScanKind,
+}
+
+/// A ticket let in at least once: its last admission, whether it is in now, and every scan
+/// recorded for it, oldest first (an entry first).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct TicketScans {
     admission: Admission,
-    /// (scan id, gate) of the admission first, then of each conflict.
-    scans: Vec<(String, String)>,
+    inside: bool,
+    scans: Vec<ScanEntry>,
+}
+
+impl TicketScans {
+    fn find(&self, scan: &Scan) -> Option<&ScanEntry> {
+        self.scans
+            .iter()
+            .find(|e| e.scan_id == scan.scan_id && e.gate == scan.gate)
+    }
+
+    fn find_entry(&self, entry: &ScanEntry) -> Option<&ScanEntry> {
+        self.scans
+            .iter()
+            .find(|e| e.scan_id == entry.scan_id && e.gate == entry.gate)
+    }
+
+    fn last_at_ms(&self) -> u64 {
+        self.scans.last().map_or(0, |e| e.at_ms)
+    }
 }
 
 /// Counts of one gate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateCounts {
     pub gate: String,
+    /// Entries, re-entries included.
     pub admitted: u64,
     pub conflicts: u64,
+    pub exits: u64,
 }
 
 /// Check-in figures of an event.
@@ -83,8 +138,12 @@ pub struct GateCounts {
 pub struct CheckInStats {
     /// Tickets of paid orders.
     pub tickets_live: u64,
+    /// Entries, re-entries included.
     pub admitted: u64,
     pub conflicts: u64,
+    pub exits: u64,
+    /// Tickets in now.
+    pub inside: u64,
     /// Per gate, in the order gates first scanned.
     pub gates: Vec<GateCounts>,
 }
@@ -110,9 +169,10 @@ impl Inventory {
         let pending = Pending::default();
         match self.judge(scan, now_ms, &pending)? {
             Judged::New(admission) => {
+                self.scan_room(scan.ticket_id, &pending)?;
                 self.gate_room(&scan.gate, &pending)?;
                 let record = Record::ScansRecorded {
-                    scans: vec![scan_record(scan, admission.at_ms, false)],
+                    scans: vec![scan_record(scan, admission.at_ms, ScanKind::Entry)],
                 };
                 self.apply(&record);
                 Ok(Decision {
@@ -129,6 +189,47 @@ impl Inventory {
             }),
             Judged::Repeat { first, .. } | Judged::AlreadyIn(first) => Err(already(first)),
         }
+    }
+
+    /// Decides an exit, when the event allows re-entry: the ticket's exit and whether this scan
+    /// made it (`false`: a retry, which records nothing), or why not. The order need not be paid
+    /// still: a holder whose order was refunded may always leave.
+    pub fn check_out(
+        &mut self,
+        scan: &Scan,
+        now_ms: u64,
+    ) -> Result<Decision<(Exit, bool)>, Rejection> {
+        self.verify(scan)?;
+        if !self.spec.allow_reentry {
+            return Err(Rejection::ReentryNotAllowed);
+        }
+        let Some(recorded) = self.admissions.get(&scan.ticket_id) else {
+            return Err(Rejection::NotCheckedIn(scan.ticket_id));
+        };
+        if let Some(e) = recorded.find(scan) {
+            return match e.kind {
+                ScanKind::Exit => Ok(Decision {
+                    record: None,
+                    answer: (exit(scan, e.at_ms), false),
+                }),
+                _ => Err(taken(scan)),
+            };
+        }
+        if !recorded.inside {
+            return Err(Rejection::NotCheckedIn(scan.ticket_id));
+        }
+        let at_ms = now_ms.max(recorded.last_at_ms());
+        let pending = Pending::default();
+        self.scan_room(scan.ticket_id, &pending)?;
+        self.gate_room(&scan.gate, &pending)?;
+        let record = Record::ScansRecorded {
+            scans: vec![scan_record(scan, at_ms, ScanKind::Exit)],
+        };
+        self.apply(&record);
+        Ok(Decision {
+            record: Some(record),
+            answer: (exit(scan, at_ms), true),
+        })
     }
 
     /// Decides scans made offline, each at the time it was made (`at_ms`, at most `now_ms`), in
@@ -154,21 +255,17 @@ impl Inventory {
             let judged = self.judge(scan, at_ms, &pending);
             let answer = judged.and_then(|judged| match judged {
                 Judged::New(admission) => {
+                    self.scan_room(scan.ticket_id, &pending)?;
                     self.gate_room(&scan.gate, &pending)?;
                     pending.note(scan, Some(&admission), !self.knows_gate(&scan.gate));
-                    records.push(scan_record(scan, admission.at_ms, false));
+                    records.push(scan_record(scan, admission.at_ms, ScanKind::Entry));
                     Ok(ScanOutcome::Admitted(admission))
                 }
                 Judged::AlreadyIn(first) => {
-                    if self.scan_count(scan.ticket_id, &pending) >= MAX_SCANS_PER_TICKET {
-                        return Err(Rejection::CheckInLimit(format!(
-                            "ticket {} has {MAX_SCANS_PER_TICKET} scans recorded, the most",
-                            scan.ticket_id
-                        )));
-                    }
+                    self.scan_room(scan.ticket_id, &pending)?;
                     self.gate_room(&scan.gate, &pending)?;
                     pending.note(scan, None, !self.knows_gate(&scan.gate));
-                    records.push(scan_record(scan, at_ms, true));
+                    records.push(scan_record(scan, at_ms, ScanKind::Conflict));
                     Ok(ScanOutcome::Conflict { first })
                 }
                 Judged::Repeat { first, admitted } => Ok(ScanOutcome::Repeated { first, admitted }),
@@ -187,16 +284,22 @@ impl Inventory {
 
     /// The event's check-in figures.
     pub fn check_in_stats(&self) -> CheckInStats {
+        let admitted: u64 = self.gates.iter().map(|g| g.admitted).sum();
+        let exits: u64 = self.gates.iter().map(|g| g.exits).sum();
         CheckInStats {
             tickets_live: self.tickets_live,
-            admitted: self.gates.iter().map(|g| g.admitted).sum(),
+            admitted,
             conflicts: self.gates.iter().map(|g| g.conflicts).sum(),
+            exits,
+            // Every exit ends one entry; the tickets in are the entries not ended.
+            inside: admitted - exits,
             gates: self.gates.clone(),
         }
     }
 
-    /// The ticket of a scan, checked: issued by this event as presented, its order paid.
-    fn judge(&self, scan: &Scan, at_ms: u64, pending: &Pending) -> Result<Judged, Rejection> {
+    /// The ids of a scan checked, and its token the very one issued for its ticket: the ticket's
+    /// order.
+    fn verify(&self, scan: &Scan) -> Result<&OrderState, Rejection> {
         for (what, value) in [("gate_id", &scan.gate), ("scan_id", &scan.scan_id)] {
             if value.is_empty()
                 || value.len() > MAX_SCAN_ID_BYTES
@@ -216,27 +319,52 @@ impl Inventory {
         if !bool::from(subtle::ConstantTimeEq::ct_eq(issued, scan.token.as_bytes())) {
             return Err(invalid());
         }
+        Ok(order)
+    }
+
+    /// The ticket of an entry scan, checked: issued by this event as presented, its order paid;
+    /// and whether the scan lets it in.
+    fn judge(&self, scan: &Scan, at_ms: u64, pending: &Pending) -> Result<Judged, Rejection> {
+        let order = self.verify(scan)?;
         let recorded = self.admissions.get(&scan.ticket_id);
-        let first = pending
-            .admitted
-            .get(&scan.ticket_id)
-            .or(recorded.map(|r| &r.admission));
         // A scan recorded before repeats its outcome, whatever happened to the order since.
-        if let Some(first) = first {
-            let seen = recorded.is_some_and(|r| {
-                r.scans
-                    .iter()
-                    .any(|(id, gate)| *id == scan.scan_id && *gate == scan.gate)
-            }) || pending.scans.contains(&(
-                scan.ticket_id,
-                scan.scan_id.clone(),
-                scan.gate.clone(),
-            ));
-            if seen {
-                return Ok(Judged::Repeat {
-                    first: first.clone(),
-                    admitted: first.scan_id == scan.scan_id && first.gate == scan.gate,
-                });
+        let key = (scan.ticket_id, scan.scan_id.clone(), scan.gate.clone());
+        if pending.scans.contains(&key) {
+            let first = match pending.admitted.get(&scan.ticket_id) {
+                Some(a) => a,
+                None => {
+                    &recorded
+                        .expect("a conflict in an upload of a ticket in")
+                        .admission
+                }
+            };
+            return Ok(Judged::Repeat {
+                first: first.clone(),
+                admitted: first.scan_id == scan.scan_id && first.gate == scan.gate,
+            });
+        }
+        if let Some(r) = recorded {
+            match r.find(scan) {
+                Some(e) if e.kind == ScanKind::Entry => {
+                    return Ok(Judged::Repeat {
+                        first: Admission {
+                            ticket_id: scan.ticket_id,
+                            gate: e.gate.clone(),
+                            scan_id: e.scan_id.clone(),
+                            at_ms: e.at_ms,
+                        },
+                        admitted: true,
+                    });
+                }
+                Some(e) if e.kind == ScanKind::Conflict => {
+                    let first = pending.admitted.get(&scan.ticket_id);
+                    return Ok(Judged::Repeat {
+                        first: first.unwrap_or(&r.admission).clone(),
+                        admitted: false,
+                    });
+                }
+                Some(_) => return Err(taken(scan)),
+                None => {}
             }
         }
         if order.status != OrderStatus::Paid {
@@ -245,16 +373,33 @@ impl Inventory {
                 status: order.status,
             });
         }
-        match first {
-            Some(first) => Ok(Judged::AlreadyIn(first.clone())),
-            None => Ok(Judged::New(Admission {
+        if let Some(first) = pending.admitted.get(&scan.ticket_id) {
+            return Ok(Judged::AlreadyIn(first.clone()));
+        }
+        match recorded {
+            Some(r) if r.inside => Ok(Judged::AlreadyIn(r.admission.clone())),
+            // Never in, or left with re-entry allowed (only then is a ticket out again).
+            _ => Ok(Judged::New(Admission {
                 ticket_id: scan.ticket_id,
                 gate: scan.gate.clone(),
                 scan_id: scan.scan_id.clone(),
-                // Not before the ticket was issued, whatever a scanner's clock said.
-                at_ms: at_ms.max(order.payment.as_ref().map_or(0, |p| p.paid_at_ms)),
+                // Not before the ticket was issued, nor before its last exit, whatever a
+                // scanner's clock said.
+                at_ms: at_ms
+                    .max(order.payment.as_ref().map_or(0, |p| p.paid_at_ms))
+                    .max(recorded.map_or(0, TicketScans::last_at_ms)),
             })),
         }
+    }
+
+    /// Whether one more scan of `ticket` may be recorded: at most `MAX_SCANS_PER_TICKET`.
+    fn scan_room(&self, ticket: TicketId, pending: &Pending) -> Result<(), Rejection> {
+        if self.scan_count(ticket, pending) >= MAX_SCANS_PER_TICKET {
+            return Err(Rejection::CheckInLimit(format!(
+                "ticket {ticket} has {MAX_SCANS_PER_TICKET} scans recorded, the most"
+            )));
+        }
+        Ok(())
     }
 
     /// Whether a scan at `gate` may be recorded: the event counts at most
@@ -297,12 +442,14 @@ impl Inventory {
                 .ticket_index
                 .get(&s.ticket_id)
                 .unwrap_or_else(|| panic!("scanned ticket {} was never issued", s.ticket_id));
-            assert_eq!(
-                self.orders[&order_id].status,
-                OrderStatus::Paid,
-                "ticket {} scanned in",
-                s.ticket_id
-            );
+            if s.kind != ScanKind::Exit {
+                assert_eq!(
+                    self.orders[&order_id].status,
+                    OrderStatus::Paid,
+                    "ticket {} scanned in",
+                    s.ticket_id
+                );
+            }
             let gate = match self.gates.iter().position(|g| g.gate == s.gate) {
                 Some(g) => g,
                 None => {
@@ -311,41 +458,67 @@ impl Inventory {
                         gate: s.gate.clone(),
                         admitted: 0,
                         conflicts: 0,
+                        exits: 0,
                     });
                     self.gates.len() - 1
                 }
             };
-            let scan = (s.scan_id.clone(), s.gate.clone());
-            match self.admissions.get_mut(&s.ticket_id) {
-                Some(scans) => {
-                    assert!(s.conflict, "ticket {} admitted twice", s.ticket_id);
+            let entry = ScanEntry {
+                scan_id: s.scan_id.clone(),
+                gate: s.gate.clone(),
+                at_ms: s.at_ms,
+                kind: s.kind,
+            };
+            let admission = Admission {
+                ticket_id: s.ticket_id,
+                gate: s.gate.clone(),
+                scan_id: s.scan_id.clone(),
+                at_ms: s.at_ms,
+            };
+            let reentry = self.spec.allow_reentry;
+            let Some(scans) = self.admissions.get_mut(&s.ticket_id) else {
+                assert_eq!(s.kind, ScanKind::Entry, "ticket {} not in", s.ticket_id);
+                let scans = TicketScans {
+                    admission,
+                    inside: true,
+                    scans: vec![entry],
+                };
+                self.text_bytes += scans_text(&scans);
+                self.admissions.insert(s.ticket_id, scans);
+                self.gates[gate].admitted += 1;
+                continue;
+            };
+            assert!(
+                scans.find_entry(&entry).is_none(),
+                "scan {} of ticket {} recorded twice",
+                s.scan_id,
+                s.ticket_id
+            );
+            let before = scans_text(scans);
+            match s.kind {
+                ScanKind::Entry => {
                     assert!(
-                        !scans.scans.contains(&scan),
-                        "scan {} of ticket {} recorded twice",
-                        s.scan_id,
+                        reentry && !scans.inside,
+                        "ticket {} admitted twice",
                         s.ticket_id
                     );
-                    let before = scans_text(scans);
-                    scans.scans.push(scan);
-                    self.text_bytes += scans_text(scans) - before;
-                    self.gates[gate].conflicts += 1;
-                }
-                None => {
-                    assert!(!s.conflict, "a conflict for ticket {} not in", s.ticket_id);
-                    let scans = TicketScans {
-                        admission: Admission {
-                            ticket_id: s.ticket_id,
-                            gate: s.gate.clone(),
-                            scan_id: s.scan_id.clone(),
-                            at_ms: s.at_ms,
-                        },
-                        scans: vec![scan],
-                    };
-                    self.text_bytes += scans_text(&scans);
-                    self.admissions.insert(s.ticket_id, scans);
+                    scans.admission = admission;
+                    scans.inside = true;
                     self.gates[gate].admitted += 1;
                 }
+                ScanKind::Conflict => self.gates[gate].conflicts += 1,
+                ScanKind::Exit => {
+                    assert!(
+                        reentry && scans.inside,
+                        "ticket {} left, not in",
+                        s.ticket_id
+                    );
+                    scans.inside = false;
+                    self.gates[gate].exits += 1;
+                }
             }
+            scans.scans.push(entry);
+            self.text_bytes += scans_text(scans) - before;
         }
     }
 
@@ -369,30 +542,57 @@ impl Inventory {
             .map(|(_, o)| o.issued.len() as u64)
             .sum();
         assert_eq!(self.tickets_live, live, "live tickets");
-        let mut admitted: HashMap<&str, u64> = HashMap::default();
-        let mut conflicts = 0u64;
+        let mut counts: HashMap<&str, (u64, u64, u64)> = HashMap::default();
         for (id, scans) in self.admissions.iter() {
             assert!(self.ticket_index.get(id).is_some(), "admitted ticket {id}");
+            assert!(scans.scans.len() <= MAX_SCANS_PER_TICKET, "ticket {id}");
+            assert_eq!(scans.scans[0].kind, ScanKind::Entry, "ticket {id}");
+            // Replayed in order, the scans must leave the ticket where it is, last let in by
+            // its admission.
+            let mut inside = false;
+            let mut last_entry = None;
+            for (i, e) in scans.scans.iter().enumerate() {
+                let c = counts.entry(&e.gate).or_default();
+                match e.kind {
+                    ScanKind::Entry => {
+                        assert!(!inside, "ticket {id} let in while in");
+                        inside = true;
+                        last_entry = Some(e);
+                        c.0 += 1;
+                    }
+                    ScanKind::Conflict => c.1 += 1,
+                    ScanKind::Exit => {
+                        assert!(inside, "ticket {id} left while out");
+                        inside = false;
+                        c.2 += 1;
+                    }
+                }
+                assert!(
+                    scans.scans[..i]
+                        .iter()
+                        .all(|o| o.scan_id != e.scan_id || o.gate != e.gate),
+                    "ticket {id}: scan {} twice",
+                    e.scan_id
+                );
+            }
+            assert!(
+                self.spec.allow_reentry || scans.scans.iter().all(|e| e.kind != ScanKind::Exit),
+                "ticket {id} left an event without re-entry"
+            );
+            assert_eq!(inside, scans.inside, "ticket {id}");
+            let last = last_entry.expect("an entry first");
             let a = &scans.admission;
             assert_eq!(
-                scans.scans[0],
-                (a.scan_id.clone(), a.gate.clone()),
-                "ticket {id}"
+                (&a.scan_id, &a.gate, a.at_ms, a.ticket_id),
+                (&last.scan_id, &last.gate, last.at_ms, *id),
+                "ticket {id}'s admission"
             );
-            assert!(scans.scans.len() <= MAX_SCANS_PER_TICKET, "ticket {id}");
-            *admitted.entry(&a.gate).or_default() += 1;
-            conflicts += scans.scans.len() as u64 - 1;
         }
-        assert_eq!(
-            conflicts,
-            self.gates.iter().map(|g| g.conflicts).sum::<u64>(),
-            "conflicts"
-        );
         for g in &self.gates {
             assert_eq!(
-                admitted.get(g.gate.as_str()).copied().unwrap_or(0),
-                g.admitted,
-                "admissions at gate {}",
+                counts.get(g.gate.as_str()).copied().unwrap_or_default(),
+                (g.admitted, g.conflicts, g.exits),
+                "scans at gate {}",
                 g.gate
             );
         }
@@ -425,24 +625,41 @@ impl Pending {
 
 /// Heap bytes of a ticket's scans: the admission's strings, and the list of scans with theirs.
 pub(super) fn scans_text(scans: &TicketScans) -> u64 {
-    let pair = std::mem::size_of::<(String, String)>();
+    let entry = std::mem::size_of::<ScanEntry>();
     footprint::heap(scans.admission.gate.len())
         + footprint::heap(scans.admission.scan_id.len())
-        + footprint::heap(scans.scans.len() * pair)
+        + footprint::heap(scans.scans.len() * entry)
         + scans
             .scans
             .iter()
-            .map(|(id, gate)| footprint::heap(id.len()) + footprint::heap(gate.len()))
+            .map(|e| footprint::heap(e.scan_id.len()) + footprint::heap(e.gate.len()))
             .sum::<u64>()
 }
 
-fn scan_record(scan: &Scan, at_ms: u64, conflict: bool) -> ScanRecord {
+fn scan_record(scan: &Scan, at_ms: u64, kind: ScanKind) -> ScanRecord {
     ScanRecord {
         ticket_id: scan.ticket_id,
         gate: scan.gate.clone(),
         scan_id: scan.scan_id.clone(),
         at_ms,
-        conflict,
+        kind,
+    }
+}
+
+fn exit(scan: &Scan, at_ms: u64) -> Exit {
+    Exit {
+        ticket_id: scan.ticket_id,
+        gate: scan.gate.clone(),
+        scan_id: scan.scan_id.clone(),
+        at_ms,
+    }
+}
+
+fn taken(scan: &Scan) -> Rejection {
+    Rejection::ScanIdTaken {
+        ticket: scan.ticket_id,
+        gate: scan.gate.clone(),
+        scan_id: scan.scan_id.clone(),
     }
 }
 

@@ -50,8 +50,8 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 pub(crate) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 pub use checkins::{
-    Admission, CheckInStats, GateCounts, MAX_GATES_PER_EVENT, MAX_SCAN_ID_BYTES,
-    MAX_SCANS_PER_TICKET, MAX_SCANS_PER_UPLOAD, Scan, ScanOutcome, ScanRecord,
+    Admission, CheckInStats, Exit, GateCounts, MAX_GATES_PER_EVENT, MAX_SCAN_ID_BYTES,
+    MAX_SCANS_PER_TICKET, MAX_SCANS_PER_UPLOAD, Scan, ScanKind, ScanOutcome, ScanRecord,
 };
 use ended::EndedNotes;
 pub use model::*;

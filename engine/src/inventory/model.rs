@@ -131,6 +131,8 @@ pub struct EventSpec {
     pub tiers: Vec<TierSpec>,
     /// The IANA time zone the event takes place in, for local times on tickets and in emails.
     pub time_zone: String,
+    /// Whether a ticket let in may leave (`Inventory::check_out`) and be let in again.
+    pub allow_reentry: bool,
 }
 
 /// A seat by its printed labels.

@@ -1,9 +1,7 @@
 //! Tests of payments, payment deadlines, refunds and issued tickets, on the pure inventory with
 //! the real ticket keys (in a temporary directory). No runtime, no clock.
 
-use super::tests::{
-    T0, TestIssuer, confirm, counts, event, ga, hid, limits, oid, seat, seats_req, spec,
-};
+use super::tests::{T0, TestIssuer, confirm, counts, ga, hid, limits, oid, seat, seats_req, spec};
 use super::*;
 use crate::tickets::TicketKeys;
 
@@ -39,8 +37,13 @@ fn declined(order: OrderId) -> PaymentResult {
 /// An event with order `oid(1)`: 2 GA tickets (2 x 2,650) and order `oid(2)`: seats A/1/1 and
 /// A/1/2 (2 x 4,200), both pending payment since `T0`; and the log that made them.
 pub(super) fn two_orders() -> (Inventory, Vec<Record>) {
-    let mut inv = event();
-    let mut log = vec![Record::Created { spec: spec() }];
+    two_orders_of(spec())
+}
+
+/// `two_orders` of an event made from `spec`.
+pub(super) fn two_orders_of(spec: EventSpec) -> (Inventory, Vec<Record>) {
+    let mut inv = Inventory::create(spec.clone(), &limits()).unwrap().0;
+    let mut log = vec![Record::Created { spec }];
     let lim = limits();
     log.extend(inv.reserve(&ga("ana", 2), hid(1), T0, &lim).unwrap().record);
     let seats = vec![seat("A", "1", "1"), seat("A", "1", "2")];

@@ -133,6 +133,16 @@ pub enum Rejection {
     },
     #[error("check-in limit: {0}")]
     CheckInLimit(String),
+    #[error("the event does not allow re-entry: nobody is checked out")]
+    ReentryNotAllowed,
+    #[error("ticket {0} is not in: never checked in, or checked out since")]
+    NotCheckedIn(TicketId),
+    #[error("scan {scan_id} at gate {gate} is already another kind of scan of ticket {ticket}")]
+    ScanIdTaken {
+        ticket: TicketId,
+        gate: String,
+        scan_id: String,
+    },
     #[error("ticket {ticket} was checked in at gate {gate} by scan {scan_id}")]
     AlreadyCheckedIn {
         ticket: TicketId,

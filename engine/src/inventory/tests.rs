@@ -40,6 +40,7 @@ pub(super) fn spec() -> EventSpec {
         hold_ttl_ms: 60_000,
         payment_ttl_ms: 900_000,
         time_zone: "UTC".into(),
+        allow_reentry: false,
         tiers: vec![
             TierSpec {
                 code: "GA".into(),
@@ -809,6 +810,9 @@ enum Op {
     Refund(usize),
     Advance(u64),
     Status(u8),
+    /// Scan ticket `.0` of those issued at gate `.1`: in, or out if `.2`; with scan id `.3`
+    /// (few ids, so that retries and taken ids happen).
+    Scan(usize, u8, bool, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -823,6 +827,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..64).prop_map(Op::Cancel),
         3 => (0usize..64, proptest::bool::weighted(0.8)).prop_map(|(o, ok)| Op::Pay(o, ok)),
         1 => (0usize..64).prop_map(Op::Decline),
+        4 => (0usize..64, 0u8..3, proptest::bool::weighted(0.4), 0u8..24)
+            .prop_map(|(t, gate, out, scan)| Op::Scan(t, gate, out, scan)),
         1 => (0usize..64).prop_map(Op::Refund),
         2 => (0u64..40_000).prop_map(Op::Advance),
         1 => (0u64..400_000).prop_map(Op::Advance),
@@ -864,9 +870,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_operations_keep_the_invariants(ops in proptest::collection::vec(op(), 1..120)) {
+    fn random_operations_keep_the_invariants(
+        ops in proptest::collection::vec(op(), 1..120),
+        reentry in proptest::bool::ANY,
+    ) {
         let lim = Limits { max_open_holds_per_customer: 4, ..limits() };
-        let (mut inv, created) = Inventory::create(spec(), &lim).unwrap();
+        let spec = EventSpec { allow_reentry: reentry, ..spec() };
+        let (mut inv, created) = Inventory::create(spec, &lim).unwrap();
         let mut log = vec![created];
         let mut model = Model::default();
         let mut now = T0;
@@ -875,6 +885,11 @@ proptest! {
         // (customer, key) -> (quantity, hold) of the first accepted keyed request.
         let mut keyed: BTreeMap<(u8, u8), (u32, HoldId)> = BTreeMap::new();
         let mut status: BTreeMap<OrderId, OrderStatus> = BTreeMap::new();
+        // Tickets issued, with their order; per ticket whether it is in, and each scan recorded
+        // (scan id, gate) -> out.
+        let mut tickets: Vec<(Ticket, OrderId)> = Vec::new();
+        let mut inside: BTreeMap<TicketId, bool> = BTreeMap::new();
+        let mut scans: BTreeMap<(TicketId, String, String), bool> = BTreeMap::new();
         let keys_dir = tempfile::tempdir().unwrap();
         let mut issuer = TestIssuer { keys: crate::tickets::TicketKeys::open(keys_dir.path()).unwrap(), next: 0 };
         for (id, op) in (1u128..).zip(ops) {
@@ -1088,8 +1103,64 @@ proptest! {
                     prop_assert_eq!(answer.tickets.len() as u32, if issued { answer.lines.iter().map(|l| l.quantity).sum() } else { 0 });
                     for t in &answer.tickets {
                         prop_assert_eq!(issuer.keys.verify(&t.token).unwrap().ticket_id, t.id);
+                        if !tickets.iter().any(|(k, _)| k.id == t.id) {
+                            tickets.push((t.clone(), o));
+                        }
                     }
                     log.extend(record);
+                }
+                Op::Scan(i, gate, out, scan_id) if !tickets.is_empty() => {
+                    let (ticket, order) = &tickets[i % tickets.len()];
+                    let scan = Scan {
+                        ticket_id: ticket.id,
+                        token: ticket.token.clone(),
+                        gate: format!("g{gate}"),
+                        scan_id: format!("s{scan_id}"),
+                    };
+                    let key = (ticket.id, scan.gate.clone(), scan.scan_id.clone());
+                    let was_in = inside.get(&ticket.id).copied().unwrap_or(false);
+                    let seen = scans.get(&key).copied();
+                    let count = scans.keys().filter(|(t, ..)| *t == ticket.id).count();
+                    let before = inv.check_in_stats();
+                    let result = if out {
+                        inv.check_out(&scan, now).map(|d| (d.record, d.answer.1))
+                    } else {
+                        inv.check_in(&scan, now).map(|d| (d.record, d.answer.1))
+                    };
+                    match (result, seen) {
+                        // A retry: the same kind of scan, nothing recorded.
+                        (Ok((record, made)), Some(was_out)) => {
+                            prop_assert!(record.is_none() && !made && was_out == out);
+                        }
+                        (Ok((record, made)), None) => {
+                            prop_assert!(made && count < MAX_SCANS_PER_TICKET);
+                            if out {
+                                prop_assert!(reentry && was_in);
+                            } else {
+                                prop_assert!(!was_in && status[order] == OrderStatus::Paid);
+                                prop_assert!(reentry || !scans.keys().any(|(t, ..)| *t == ticket.id));
+                            }
+                            inside.insert(ticket.id, !out);
+                            scans.insert(key, out);
+                            log.extend(record);
+                        }
+                        (Err(e), _) => {
+                            prop_assert_eq!(inv.check_in_stats(), before);
+                            let expected = match e {
+                                Rejection::ScanIdTaken { .. } => seen == Some(!out),
+                                Rejection::ReentryNotAllowed => out && !reentry,
+                                Rejection::NotCheckedIn(_) => out && !was_in,
+                                Rejection::AlreadyCheckedIn { .. } => !out && was_in,
+                                Rejection::TicketVoid { .. } => !out && status[order] != OrderStatus::Paid,
+                                Rejection::CheckInLimit(_) => count >= MAX_SCANS_PER_TICKET,
+                                _ => false,
+                            };
+                            prop_assert!(expected, "{} (in: {}, seen: {:?})", e, was_in, seen);
+                        }
+                    }
+                    let stats = inv.check_in_stats();
+                    let in_now = inside.values().filter(|i| **i).count() as u64;
+                    prop_assert_eq!(stats.inside, in_now);
                 }
                 Op::Advance(ms) => now += ms,
                 Op::Status(s) => {
@@ -1117,5 +1188,6 @@ proptest! {
         for o in &order_ids {
             prop_assert_eq!(replayed.order(*o), inv.order(*o));
         }
+        prop_assert_eq!(replayed.check_in_stats(), inv.check_in_stats());
     }
 }

@@ -50,6 +50,21 @@ impl Gate {
             .unwrap())
     }
 
+    async fn leave(
+        &mut self,
+        token: &str,
+        gate: &str,
+        scan_id: &str,
+    ) -> Result<v1::Exit, tonic::Status> {
+        let req = self.clients.req(v1::CheckOutRequest {
+            event_id: self.event.clone(),
+            token: token.into(),
+            gate_id: gate.into(),
+            scan_id: scan_id.into(),
+        });
+        Ok(self.client.check_out(req).await?.into_inner().exit.unwrap())
+    }
+
     async fn upload(&mut self, scans: &[(&str, &str, &str, i64)]) -> Vec<v1::ScanResult> {
         let req = self.clients.req(v1::UploadScansRequest {
             event_id: self.event.clone(),
@@ -99,18 +114,7 @@ async fn tickets_are_let_in_once_refused_when_forged_or_void_and_offline_scans_c
     let other_event = c.create(event_request(100, 4)).await.event_id;
     let orders = confirmed_orders(&mut c, &event, 3).await;
     let others = confirmed_orders(&mut c, &other_event, 1).await;
-    kafka::ensure_topic(&broker.addr, &BTreeMap::new(), PAYMENTS, 6, 1)
-        .await
-        .unwrap();
-    let producer = kafka::producer(&broker.addr, &BTreeMap::new(), 1).unwrap();
-    for order in orders.iter().chain(&others) {
-        send(&producer, &order.event_id, approved(order, "pay")).await;
-    }
-    let mut tickets = Vec::new();
-    for order in orders.iter().chain(&others) {
-        let paid = order_until(&mut c, order, |o| o.status == v1::OrderStatus::Paid as i32).await;
-        tickets.push(paid.tickets);
-    }
+    let tickets = pay(&mut c, &broker, orders.iter().chain(&others)).await;
     let token = |order: usize, n: usize| tickets[order][n].token.clone();
 
     let mut gate = Gate::open(&server, &event).await;
@@ -248,6 +252,111 @@ async fn tickets_are_let_in_once_refused_when_forged_or_void_and_offline_scans_c
     assert_eq!(reason(&e), "ALREADY_CHECKED_IN");
     assert_eq!(info(&e, "scan_id"), "off-1");
     gate.scan(&token(1, 1), "north", "n-2").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_ticket_leaves_and_comes_back_when_the_event_allows_reentry_also_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let mut server = Server::start(
+        &dir.path().join("data"),
+        &[("BOXOFFICE_KAFKA__BROKERS", &broker.addr)],
+    );
+    let mut c = server.clients().await;
+    let festival = c
+        .create(v1::CreateEventRequest {
+            allow_reentry: true,
+            ..event_request(100, 4)
+        })
+        .await;
+    assert!(festival.allow_reentry);
+    let event = festival.event_id;
+    let concert = c.create(event_request(100, 4)).await.event_id;
+    let orders = confirmed_orders(&mut c, &event, 1).await;
+    let others = confirmed_orders(&mut c, &concert, 1).await;
+    let tickets = pay(&mut c, &broker, orders.iter().chain(&others)).await;
+    let t = tickets[0][0].token.clone();
+
+    let mut gate = Gate::open(&server, &event).await;
+    let e = gate.leave(&t, "north", "out-0").await.unwrap_err();
+    assert_eq!(
+        (reason(&e).as_str(), info(&e, "ticket_id")),
+        ("NOT_CHECKED_IN", tickets[0][0].ticket_id.clone())
+    );
+    gate.scan(&t, "north", "in-1").await.unwrap();
+    let exit = gate.leave(&t, "north", "out-1").await.unwrap();
+    assert_eq!(
+        (
+            exit.ticket_id.as_str(),
+            exit.gate_id.as_str(),
+            exit.scan_id.as_str()
+        ),
+        (tickets[0][0].ticket_id.as_str(), "north", "out-1")
+    );
+    // Retried: the same exit. Left already: NOT_CHECKED_IN. An entry's scan id: SCAN_ID_TAKEN.
+    assert_eq!(gate.leave(&t, "north", "out-1").await.unwrap(), exit);
+    let e = gate.leave(&t, "south", "out-2").await.unwrap_err();
+    assert_eq!(reason(&e), "NOT_CHECKED_IN");
+    let e = gate.leave(&t, "north", "in-1").await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str(), info(&e, "scan_id").as_str()),
+        (Code::FailedPrecondition, "SCAN_ID_TAKEN", "in-1")
+    );
+    // Back in at another gate, then refused while in.
+    let back = gate.scan(&t, "south", "in-2").await.unwrap();
+    assert_eq!(back.gate_id, "south");
+    let e = gate.scan(&t, "east", "in-3").await.unwrap_err();
+    assert_eq!(
+        (reason(&e).as_str(), info(&e, "scan_id").as_str()),
+        ("ALREADY_CHECKED_IN", "in-2")
+    );
+    let stats = gate.stats().await;
+    assert_eq!((stats.admitted, stats.exits, stats.inside), (2, 1, 1));
+    let exited = server
+        .metric("boxoffice_check_in_scans_total{gate=\"north\",outcome=\"exited\"}")
+        .await;
+    assert_eq!(exited, 1.0);
+
+    // An event without re-entry lets nobody out.
+    let mut door = Gate::open(&server, &concert).await;
+    let o = tickets[1][0].token.clone();
+    door.scan(&o, "door", "in-1").await.unwrap();
+    let e = door.leave(&o, "door", "out-1").await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::FailedPrecondition, "REENTRY_NOT_ALLOWED")
+    );
+
+    // Killed and restarted: who is in and out is still known.
+    server.kill();
+    server.restart();
+    let mut gate = Gate::open(&server, &event).await;
+    assert_eq!(gate.stats().await, stats);
+    gate.leave(&t, "south", "out-3").await.unwrap();
+    gate.scan(&t, "north", "in-4").await.unwrap();
+    let stats = gate.stats().await;
+    assert_eq!((stats.admitted, stats.exits, stats.inside), (3, 2, 1));
+}
+
+/// Pays `orders` through the payments topic; each one's tickets once it is paid.
+async fn pay<'a>(
+    c: &mut Clients,
+    broker: &Broker,
+    orders: impl Iterator<Item = &'a v1::Order> + Clone,
+) -> Vec<Vec<v1::Ticket>> {
+    kafka::ensure_topic(&broker.addr, &BTreeMap::new(), PAYMENTS, 6, 1)
+        .await
+        .unwrap();
+    let producer = kafka::producer(&broker.addr, &BTreeMap::new(), 1).unwrap();
+    for order in orders.clone() {
+        send(&producer, &order.event_id, approved(order, "pay")).await;
+    }
+    let mut tickets = Vec::new();
+    for order in orders {
+        let paid = order_until(c, order, |o| o.status == v1::OrderStatus::Paid as i32).await;
+        tickets.push(paid.tickets);
+    }
+    tickets
 }
 
 /// The token of the other event's order.

@@ -372,6 +372,7 @@ pub fn event_request(ga: u32, seats_per_row: u32) -> v1::CreateEventRequest {
         default_hold_ttl_seconds: 600,
         payment_ttl_seconds: 0,
         time_zone: "Europe/Lisbon".into(),
+        allow_reentry: false,
         tiers: vec![
             v1::Tier {
                 code: "GA".into(),
