@@ -3,7 +3,7 @@
 # checks first, so a second run takes a second. The Rust toolchain's own tools, a C compiler,
 # from Debian's packages the build tools of librdkafka, the bench's baselines (PostgreSQL, Redis),
 # the headless browser that checks its HTML report (Chromium) and the PDF and QR readers of the
-# ticket tests; from PyPI the tests' SMTP server; and the tansu broker.
+# ticket tests; from PyPI the tests' SMTP server; the tansu broker and the tests' S3 server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,4 +76,16 @@ if [[ ! -x $tansu_root/bin/tansu ]]; then
     echo "setup: building the tansu $tansu_version broker into $tansu_root (once; minutes)"
     cargo install --quiet --locked tansu --version "$tansu_version" --features dynostore,libsql \
         --root "$tansu_root"
+fi
+
+# The S3-compatible server of the ticket-file tests (scripts/s3.sh starts it): s3s-fs, a real S3
+# server over a directory that checks SigV4 signatures, built from crates.io once (about 3 minutes
+# on 2 cores) into the same cache, pinned: 0.14.1 is its last release that builds with Rust 1.95
+# (0.15 asks for 1.96). Keep the version in step with scripts/s3.sh.
+s3s_version=0.14.1
+s3s_root=${XDG_CACHE_HOME:-$HOME/.cache}/boxoffice/s3s-fs-$s3s_version
+if [[ ! -x $s3s_root/bin/s3s-fs ]]; then
+    echo "setup: building the s3s-fs $s3s_version S3 server into $s3s_root (once; minutes)"
+    cargo install --quiet --locked s3s-fs --version "$s3s_version" --features binary \
+        --root "$s3s_root"
 fi

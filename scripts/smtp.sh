@@ -11,15 +11,12 @@
 #
 # Its pid is in DIR/smtp.pid, its log in DIR/smtp.log.
 set -euo pipefail
+source "$(dirname "$0")/daemon.sh"
 
 usage() { echo "usage: $0 start DIR [PORT] | stop DIR" >&2; exit 2; }
 [[ $# -ge 2 && $# -le 3 ]] || usage
 action=$1
 dir=$(mkdir -p "$2" && cd "$2" && pwd)
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 case $action in
 start)
@@ -33,27 +30,11 @@ start)
         python3 -m aiosmtpd -n -l "127.0.0.1:$port" -c smtp_handler.RefusingMailbox "$dir/maildir" \
         >>"$dir/smtp.log" 2>&1 </dev/null &
     echo $! >"$dir/smtp.pid"
-    for _ in $(seq 300); do
-        if python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
-            echo "smtp=127.0.0.1:$port"
-            exit 0
-        fi
-        kill -0 "$(cat "$dir/smtp.pid")" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "smtp: aiosmtpd did not start; its log, $dir/smtp.log:" >&2
-    tail -n 20 "$dir/smtp.log" >&2
-    exit 1
+    wait_for_port aiosmtpd "$port" "$dir/smtp.pid" "$dir/smtp.log"
+    echo "smtp=127.0.0.1:$port"
     ;;
 stop)
-    if [[ -f $dir/smtp.pid ]]; then
-        pid=$(cat "$dir/smtp.pid")
-        kill -CONT "$pid" 2>/dev/null || true
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        rm -f "$dir/smtp.pid"
-    fi
+    stop_pid_file "$dir/smtp.pid"
     ;;
 *) usage ;;
 esac

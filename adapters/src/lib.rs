@@ -2,11 +2,12 @@
 //! report back over Kafka, each with durable state of its own. They never read or write the
 //! engine's files. `payments` is the payment adapter (the `boxoffice-payments` binary),
 //! `tickets` the ticket-file adapter (`boxoffice-tickets`), `mail` the email adapter
-//! (`boxoffice-email`); `api_keys` guards their gRPC
-//! services. What every adapter's binary does the same way (logs, signals, Kafka properties) is
-//! here.
+//! (`boxoffice-email`); `api_keys` guards their gRPC services; `files` keeps the ticket files, in
+//! a directory or an S3 bucket, for the last two. What every adapter's binary does the same way
+//! (logs, signals, Kafka properties) is here.
 
 pub mod api_keys;
+pub mod files;
 pub mod mail;
 pub mod payments;
 pub mod tickets;

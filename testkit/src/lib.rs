@@ -1,6 +1,7 @@
 //! What the test suites of several crates share: a real tansu broker started by
 //! `scripts/broker.sh` (SQLite storage, so a broker killed and restarted keeps what it
-//! acknowledged), a real SMTP server started by `scripts/smtp.sh`, and waits for child processes
+//! acknowledged), a real SMTP server started by `scripts/smtp.sh`, a real S3-compatible server
+//! started by `scripts/s3.sh`, and waits for child processes
 //! with a deadline (`wait_within`, `output_within`). Test code only; no crate depends on it
 //! outside `[dev-dependencies]`.
 
@@ -9,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long `scripts/broker.sh` may take to start or stop a broker (its own wait for tansu is
-/// about 30 s).
+/// How long a script may take to start or stop its server (`scripts/broker.sh` waits about 30 s
+/// for tansu; `smtp.sh` and `s3.sh` 30 s for theirs).
 const SCRIPT_WITHIN: Duration = Duration::from_secs(90);
 
 /// How long a SIGKILLed broker may keep its port.
@@ -71,8 +72,41 @@ pub struct Broker {
     pub addr: String,
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/broker.sh")
+/// `scripts/<name>`.
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(name)
+}
+
+/// Runs `scripts/<name> start DIR ARGS...` (within `SCRIPT_WITHIN`); the value of the line
+/// `<key>=VALUE` it prints once its server takes connections.
+fn start_server(name: &str, dir: &Path, args: &[&str], key: &str) -> String {
+    let mut command = Command::new(script(name));
+    command.arg("start").arg(dir).args(args);
+    let what = format!("scripts/{name} start");
+    let out = output_within(&mut command, SCRIPT_WITHIN, &what);
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let prefix = format!("{key}=");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {text:?}"))
+        .to_string()
+}
+
+/// Runs `scripts/<name> stop DIR`, saying on stderr what went wrong: no panic, as it runs in
+/// drops (a panic during one would abort the process and hide the first).
+fn stop_server(name: &str, dir: &Path) {
+    let mut command = Command::new(script(name));
+    command.arg("stop").arg(dir);
+    if let Err(e) = run_within(&mut command, SCRIPT_WITHIN, &format!("scripts/{name} stop")) {
+        eprintln!("{e}");
+    }
 }
 
 impl Broker {
@@ -83,23 +117,7 @@ impl Broker {
 
     /// Starts a broker, on `port` if given.
     pub fn start_on(dir: &Path, port: Option<&str>) -> Broker {
-        let mut command = Command::new(script());
-        command.arg("start").arg(dir);
-        if let Some(port) = port {
-            command.arg(port);
-        }
-        let out = output_within(&mut command, SCRIPT_WITHIN, "scripts/broker.sh start");
-        assert!(
-            out.status.success(),
-            "the broker did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).expect("utf-8");
-        let addr = text
-            .lines()
-            .find_map(|l| l.strip_prefix("kafka="))
-            .unwrap_or_else(|| panic!("no kafka= in {text:?}"))
-            .to_string();
+        let addr = start_server("broker.sh", dir, port.as_slice(), "kafka");
         Broker {
             dir: dir.to_path_buf(),
             addr,
@@ -155,12 +173,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let mut command = Command::new(script());
-        command.arg("stop").arg(&self.dir);
-        // No panic in a drop (during one, it would abort the process and hide the first).
-        if let Err(e) = run_within(&mut command, SCRIPT_WITHIN, "scripts/broker.sh stop") {
-            eprintln!("{e}");
-        }
+        stop_server("broker.sh", &self.dir);
     }
 }
 
@@ -180,24 +193,7 @@ impl Smtp {
 
     /// Starts a server, on `port` if given; messages already in the maildir stay.
     pub fn start_on(dir: &Path, port: Option<&str>) -> Smtp {
-        let mut command =
-            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/smtp.sh"));
-        command.arg("start").arg(dir);
-        if let Some(port) = port {
-            command.arg(port);
-        }
-        let out = command.output().expect("run scripts/smtp.sh");
-        assert!(
-            out.status.success(),
-            "the SMTP server did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).expect("utf-8");
-        let addr = text
-            .lines()
-            .find_map(|l| l.strip_prefix("smtp="))
-            .unwrap_or_else(|| panic!("no smtp= in {text:?}"))
-            .to_string();
+        let addr = start_server("smtp.sh", dir, port.as_slice(), "smtp");
         Smtp {
             dir: dir.to_path_buf(),
             addr,
@@ -224,10 +220,7 @@ impl Smtp {
 
     /// Stops the server; `restart` brings it back on the same port and maildir.
     pub fn stop(&self) {
-        let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/smtp.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
+        stop_server("smtp.sh", &self.dir);
     }
 
     pub fn restart(&mut self) {
@@ -241,5 +234,41 @@ impl Smtp {
 impl Drop for Smtp {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// An S3-compatible server (s3s-fs, started by `scripts/s3.sh`) on loopback that keeps each bucket
+/// as a directory and checks every request's signature against `access_key` and `secret_key`;
+/// stopped when dropped.
+pub struct S3 {
+    dir: PathBuf,
+    /// `http://host:port` (loopback).
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl S3 {
+    /// Starts a server on a free port, with fixed test keys.
+    pub fn start(dir: &Path) -> S3 {
+        let (access_key, secret_key) = ("boxoffice-test", "boxoffice-test-secret");
+        let endpoint = start_server("s3.sh", dir, &[access_key, secret_key], "s3");
+        S3 {
+            dir: dir.to_path_buf(),
+            endpoint,
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+        }
+    }
+
+    /// Makes an empty bucket (a directory of the server's data).
+    pub fn make_bucket(&self, name: &str) {
+        std::fs::create_dir_all(self.dir.join("data").join(name)).expect("make a bucket");
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        stop_server("s3.sh", &self.dir);
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use adapters::files::{Bucket, Files, S3Settings};
 use adapters::mail::compose::Templates;
 use adapters::mail::ledger::Ledger;
 use adapters::mail::{ROLES, Security, Settings, SmtpSettings};
@@ -151,6 +152,27 @@ struct RunArgs {
     /// A librdkafka property for every client, KEY=VALUE (repeatable): TLS, SASL, ...
     #[arg(long = "kafka-property", value_parser = adapters::kafka_property)]
     properties: Vec<(String, String)>,
+    /// The bucket of an S3-compatible store the ticket-file adapter keeps its files in
+    /// (its --files-s3-bucket), checked at start; an `s3://` location in another bucket is
+    /// parked. Credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the other standard
+    /// AWS variables). `file://` locations are read from this host's disk either way.
+    #[arg(long, env = "BOXOFFICE_EMAIL_FILES_S3_BUCKET")]
+    files_s3_bucket: Option<String>,
+    /// The URL of an S3-compatible server (plain http only on a loopback address); unset: AWS
+    /// (or AWS_ENDPOINT).
+    #[arg(
+        long,
+        env = "BOXOFFICE_EMAIL_FILES_S3_ENDPOINT",
+        requires = "files_s3_bucket"
+    )]
+    files_s3_endpoint: Option<String>,
+    /// The bucket's region; unset: AWS_REGION, else us-east-1.
+    #[arg(
+        long,
+        env = "BOXOFFICE_EMAIL_FILES_S3_REGION",
+        requires = "files_s3_bucket"
+    )]
+    files_s3_region: Option<String>,
 }
 
 fn security(text: &str) -> Result<Security, String> {
@@ -206,6 +228,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .from
         .parse()
         .map_err(|e| anyhow::anyhow!("--from `{}` is not an address: {e}", args.from))?;
+    // The start check lists the bucket's top: locations name whole keys, so no prefix is needed.
+    let bucket = Bucket::connect_from_env(args.files_s3_bucket.map(|bucket| S3Settings {
+        bucket,
+        prefix: String::new(),
+        endpoint: args.files_s3_endpoint,
+        region: args.files_s3_region,
+    }))
+    .await?;
+    let files = Arc::new(Files::new(None, bucket)?);
     let metrics = adapters::serve_metrics(args.metrics_listen).await?;
     let settings = Settings {
         brokers: args.brokers,
@@ -233,6 +264,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         from,
         templates: Arc::new(templates),
+        files,
         max_parallel_sends: args.max_parallel_sends as usize,
         max_attempts: args.max_attempts,
         retry_base: Duration::from_millis(args.retry_base_ms),

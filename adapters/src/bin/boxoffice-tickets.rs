@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use adapters::files::{Bucket, Files, S3Settings};
 use adapters::tickets::render::Paper;
 use adapters::tickets::store::Store;
 use adapters::tickets::{ROLES, Settings};
@@ -42,7 +44,7 @@ struct Dirs {
         default_value = "./data-tickets"
     )]
     data_dir: PathBuf,
-    /// Where the PDF files are; default `<data-dir>/files`.
+    /// Where the PDF files go, unless --files-s3-bucket; default `<data-dir>/files`.
     #[arg(long, env = "BOXOFFICE_TICKETS_FILES_DIR")]
     files_dir: Option<PathBuf>,
 }
@@ -131,6 +133,34 @@ struct RunArgs {
     /// A librdkafka property for every client, KEY=VALUE (repeatable): TLS, SASL, ...
     #[arg(long = "kafka-property", value_parser = adapters::kafka_property)]
     properties: Vec<(String, String)>,
+    /// Keep the files in this bucket of an S3-compatible store instead of --files-dir; checked
+    /// at start. Credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the other
+    /// standard AWS variables).
+    #[arg(long, env = "BOXOFFICE_TICKETS_FILES_S3_BUCKET")]
+    files_s3_bucket: Option<String>,
+    /// Put before `<event id>/<order id>.pdf` in every key, e.g. `tickets/`.
+    #[arg(
+        long,
+        env = "BOXOFFICE_TICKETS_FILES_S3_PREFIX",
+        default_value = "",
+        requires = "files_s3_bucket"
+    )]
+    files_s3_prefix: String,
+    /// The URL of an S3-compatible server (plain http only on a loopback address); unset: AWS
+    /// (or AWS_ENDPOINT).
+    #[arg(
+        long,
+        env = "BOXOFFICE_TICKETS_FILES_S3_ENDPOINT",
+        requires = "files_s3_bucket"
+    )]
+    files_s3_endpoint: Option<String>,
+    /// The bucket's region; unset: AWS_REGION, else us-east-1.
+    #[arg(
+        long,
+        env = "BOXOFFICE_TICKETS_FILES_S3_REGION",
+        requires = "files_s3_bucket"
+    )]
+    files_s3_region: Option<String>,
 }
 
 fn paper(text: &str) -> Result<Paper, String> {
@@ -146,22 +176,18 @@ fn main() -> anyhow::Result<()> {
     adapters::init_logging("BOXOFFICE_TICKETS_LOG");
     match cli.command {
         Command::Files(dirs) => {
-            let store = Store::open(&dirs.data_dir.join("state"), &dirs.files())?;
+            let store = Store::open(&dirs.data_dir.join("state"))?;
             for (order, r) in store.all_rendered()? {
+                // `path=` an absolute path, or an `s3://` URL.
                 println!(
                     "file order={order} event={} tickets={} bytes={} sha256={} published={} path={}",
-                    r.event_id,
-                    r.tickets,
-                    r.bytes,
-                    r.sha256,
-                    r.published,
-                    r.path.display()
+                    r.event_id, r.tickets, r.bytes, r.sha256, r.published, r.location
                 );
             }
             Ok(())
         }
         Command::Parked(dirs) => {
-            let store = Store::open(&dirs.data_dir.join("state"), &dirs.files())?;
+            let store = Store::open(&dirs.data_dir.join("state"))?;
             for (order, p) in store.parked()? {
                 println!(
                     "parked order={order} event={} at_ms={} why={}",
@@ -175,6 +201,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let bucket = Bucket::connect_from_env(args.files_s3_bucket.map(|bucket| S3Settings {
+        bucket,
+        prefix: args.files_s3_prefix,
+        endpoint: args.files_s3_endpoint,
+        region: args.files_s3_region,
+    }))
+    .await?;
+    let files = Arc::new(Files::new(Some(&args.dirs.files()), bucket)?);
     let metrics = adapters::serve_metrics(args.metrics_listen).await?;
     let settings = Settings {
         brokers: args.brokers,
@@ -186,7 +220,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             args.instance_id
         },
-        files_dir: args.dirs.files(),
+        files,
         data_dir: args.dirs.data_dir,
         paper: args.paper,
         max_parallel_renders: args.max_parallel_renders as usize,
@@ -200,12 +234,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         api_keys: args.api_keys,
     };
     let stop = adapters::stop_on_signal();
-    let (data_dir, files_dir) = (settings.data_dir.clone(), settings.files_dir.clone());
+    let (data_dir, files) = (settings.data_dir.clone(), settings.files.target());
     adapters::tickets::run(settings, stop, move |grpc| {
         println!(
-            "boxoffice-tickets running grpc={grpc} metrics=http://{metrics}/metrics data_dir={} files_dir={}",
+            "boxoffice-tickets running grpc={grpc} metrics=http://{metrics}/metrics data_dir={} files={files}",
             data_dir.display(),
-            files_dir.display()
         );
     })
     .await

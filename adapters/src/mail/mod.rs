@@ -1,7 +1,8 @@
 //! The email adapter (`boxoffice-email`): sends each paid order's tickets when they are rendered
 //! (`boxoffice.v1.TicketsRendered` on `boxoffice.tickets.v1`, the PDF attached) and a notice when
 //! an order is cancelled, cancelled for non-payment or refunded (`boxoffice.orders.v1`), over
-//! SMTP with lettre, in the contact's language (`compose`).
+//! SMTP with lettre, in the contact's language (`compose`). The PDF is read where its
+//! announcement says (`crate::files`): a `file://` path, or an object of the bucket it is given.
 //!
 //! At least once in, at most once out. Every email is a send recorded under its order and kind
 //! (`ledger`): recorded `Sending` and flushed before the SMTP server is asked, `Sent` (flushed)
@@ -41,6 +42,7 @@ use tokio::sync::{Semaphore, watch};
 use self::compose::Templates;
 use self::ledger::{Ledger, LedgerError, Send, Source, State};
 use crate::api_keys::ApiKey;
+use crate::files::{FileError, Location};
 use crate::unix_ms;
 
 /// The roles the `Mail` service knows.
@@ -84,6 +86,8 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     pub from: Mailbox,
     pub templates: Arc<Templates>,
+    /// Where ticket files are read: any local path, and the bucket it is given, if any.
+    pub files: Arc<crate::files::Files>,
     /// Emails handed to the SMTP server at once, at most.
     pub max_parallel_sends: usize,
     /// Attempts at one email before it is parked.
@@ -558,32 +562,27 @@ impl Adapter {
                 let composed = templates
                     .compose("tickets", &send.language, &fields)
                     .map_err(Failure::Permanent)?;
-                let path = rendered
-                    .location
-                    .strip_prefix("file://")
-                    .filter(|p| p.starts_with('/') && p.ends_with(".pdf"))
-                    .ok_or_else(|| {
-                        Failure::Permanent(format!(
-                            "the ticket file's location `{}` is not a file:// URL of a PDF",
-                            rendered.location
-                        ))
-                    })?
-                    .to_string();
-                // A file not there yet (a store being mounted), or not yet whole, may be later:
-                // tried again.
-                let read = {
-                    let path = path.clone();
-                    tokio::task::spawn_blocking(move || std::fs::read(path))
-                        .await
-                        .map_err(|e| Failure::Transient(e.to_string()))?
+                // Malformed, or in a bucket this adapter is not given: parked at once, for an
+                // operator. A file not there yet (a store being mounted), not yet whole, or a
+                // store out of reach may be later: tried again.
+                let failure = |e: FileError| match e {
+                    FileError::Elsewhere(why) => Failure::Permanent(why),
+                    FileError::Io(why) => Failure::Transient(why),
                 };
-                let pdf =
-                    read.map_err(|e| Failure::Transient(format!("ticket file {path}: {e}")))?;
+                let location = Location::parse_url(&rendered.location).map_err(failure)?;
+                // No more than announced is read; a file that grew is not the one announced.
+                let pdf = self
+                    .settings
+                    .files
+                    .read(&location, rendered.file_bytes)
+                    .await
+                    .map_err(failure)?;
                 let sha256 =
                     crate::tickets::store::hex(&<sha2::Sha256 as sha2::Digest>::digest(&pdf));
                 if pdf.len() as u64 != rendered.file_bytes || sha256 != rendered.file_sha256 {
                     return Err(Failure::Transient(format!(
-                        "ticket file {path} is not the one announced ({} bytes, sha256 {sha256})",
+                        "ticket file {} is not the one announced ({} bytes, sha256 {sha256})",
+                        rendered.location,
                         pdf.len()
                     )));
                 }

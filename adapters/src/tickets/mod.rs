@@ -1,13 +1,13 @@
 //! The ticket-file adapter (`boxoffice-tickets`): consumes the order events
 //! (`boxoffice.orders.v1`) in its own consumer group, keeps every `EventCreated` (names, venue,
 //! start and time zone, for what tickets print), renders one PDF per `OrderPaid` (a page per
-//! ticket with its signed token as a QR code, `render`), stores it in its file directory, and says
-//! where it is with a `boxoffice.v1.TicketsRendered` on `boxoffice.tickets.v1`, which the email
+//! ticket with its signed token as a QR code, `render`), stores it in its directory or its
+//! bucket (`crate::files`), and says where it is with a `boxoffice.v1.TicketsRendered` on `boxoffice.tickets.v1`, which the email
 //! adapter consumes. Storefronts fetch a file through its `boxoffice.v1.TicketFiles` service.
 //!
 //! At least once in, one file per order. Per batch of messages:
 //! 1. events are recorded; each paid order not rendered before is rendered on the blocking pool
-//!    (at most `max_parallel_renders` at once) and its file written whole (`store`);
+//!    (at most `max_parallel_renders` at once) and its file written whole (`crate::files`);
 //! 2. the new files are recorded and the state flushed (fsync), once;
 //! 3. their `TicketsRendered` are published (idempotent producer, `acks=all`) and the
 //!    acknowledgements awaited; they are marked published (flushed again);
@@ -46,7 +46,9 @@ use tokio::sync::{Semaphore, watch};
 use self::render::{Paper, TicketDocument, TicketPage};
 use self::store::{Parked, Rendered, Store, StoreError};
 use crate::api_keys::ApiKey;
+use crate::files::{Files, Location};
 use crate::{timestamp, unix_ms};
+use sha2::{Digest, Sha256};
 
 /// The roles the `TicketFiles` service knows.
 pub const ROLES: &[&str] = &["storefront"];
@@ -66,8 +68,8 @@ pub struct Settings {
     pub instance_id: String,
     /// Where the state database lives.
     pub data_dir: PathBuf,
-    /// Where the PDF files go.
-    pub files_dir: PathBuf,
+    /// Where the PDF files go (a directory, or a bucket checked at start), and are read from.
+    pub files: Arc<Files>,
     pub paper: Paper,
     /// Renders running at once, at most.
     pub max_parallel_renders: usize,
@@ -105,10 +107,7 @@ pub async fn run(
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    let store = Arc::new(Store::open(
-        &settings.data_dir.join("state"),
-        &settings.files_dir,
-    )?);
+    let store = Arc::new(Store::open(&settings.data_dir.join("state"))?);
     let producer =
         kafka::producer(&settings.brokers, &settings.properties, 1).context("tickets producer")?;
     let Some(consumer) = crate::subscribed_consumer(
@@ -137,6 +136,7 @@ pub async fn run(
     let grpc = files_api::serve(
         adapter.settings.listen,
         adapter.store.clone(),
+        adapter.settings.files.clone(),
         adapter.settings.api_keys.clone(),
     )
     .await?;
@@ -211,7 +211,7 @@ impl Adapter {
     }
 
     /// Renders `order` unless it was before; parks it if it cannot be.
-    async fn render_order(&self, order: v1::Order) -> Result<Outcome, StoreError> {
+    async fn render_order(&self, order: v1::Order) -> anyhow::Result<Outcome> {
         if let Some(rendered) = self.store.rendered(&order.order_id)? {
             counter!("boxoffice_tickets_skipped_total", "why" => "rendered_before").increment(1);
             return Ok(Outcome::Rendered(order.order_id, rendered));
@@ -228,8 +228,12 @@ impl Adapter {
             Err(e) => return self.park(&order, format!("the stored event does not decode: {e}")),
         };
         let document = document(&event, &order, self.settings.paper);
-        let path = match self.store.path_of(&order.event_id, &order.order_id) {
-            Ok(p) => p,
+        let location = match self
+            .settings
+            .files
+            .location_of(&order.event_id, &order.order_id)
+        {
+            Ok(l) => l,
             Err(e) => return self.park(&order, e.to_string()),
         };
         let _permit = self
@@ -239,29 +243,24 @@ impl Adapter {
             .await
             .expect("never closed");
         let started = Instant::now();
-        let written = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || -> Result<Result<(String, u64), String>, StoreError> {
-                let pdf = match render::render(&document) {
-                    Ok(pdf) => pdf,
-                    Err(e) => return Ok(Err(e.to_string())),
-                };
-                let sha256 = Store::write_file(&path, &pdf)?;
-                Ok(Ok((sha256, pdf.len() as u64)))
-            }
+        let rendered = tokio::task::spawn_blocking(move || {
+            render::render(&document).map_err(|e| e.to_string())
         })
         .await
-        .unwrap_or_else(|e| Ok(Err(format!("the render stopped: {e}"))))?;
-        let (sha256, bytes) = match written {
-            Ok(w) => w,
+        .unwrap_or_else(|e| Err(format!("the render stopped: {e}")));
+        let pdf = match rendered {
+            Ok(pdf) => pdf,
             Err(why) => return self.park(&order, format!("the renderer refused it: {why}")),
         };
+        let (sha256, bytes) = (store::hex(&Sha256::digest(&pdf)), pdf.len() as u64);
+        // Under the render's permit: at most `max_parallel_renders` files in memory at once.
+        self.settings.files.write(&location, pdf).await?;
         histogram!("boxoffice_tickets_render_seconds").record(started.elapsed().as_secs_f64());
         counter!("boxoffice_tickets_rendered_total").increment(1);
         counter!("boxoffice_tickets_pages_total").increment(order.tickets.len() as u64);
         let rendered_at_ms = unix_ms();
         let message = v1::TicketsRendered {
-            location: format!("file://{}", path.display()),
+            location: location.url(),
             file_sha256: sha256.clone(),
             file_bytes: bytes,
             rendered_at: Some(timestamp(rendered_at_ms)),
@@ -272,7 +271,7 @@ impl Adapter {
             order.order_id.clone(),
             Rendered {
                 event_id: order.event_id.clone(),
-                path,
+                location: location.record(),
                 sha256,
                 bytes,
                 tickets: order.tickets.len() as u32,
@@ -283,7 +282,7 @@ impl Adapter {
         ))
     }
 
-    fn park(&self, order: &v1::Order, why: String) -> Result<Outcome, StoreError> {
+    fn park(&self, order: &v1::Order, why: String) -> anyhow::Result<Outcome> {
         tracing::error!(order_id = %order.order_id, why, "order parked: its tickets were not rendered");
         self.store.park(
             &order.order_id,
@@ -460,6 +459,7 @@ mod files_api {
 
     struct Api {
         store: Arc<Store>,
+        files: Arc<Files>,
         keys: Vec<ApiKey>,
     }
 
@@ -503,14 +503,14 @@ mod files_api {
                         format!("no ticket file for order {order_id} yet"),
                     )
                 })?;
-            let path = rendered.path.clone();
-            let pdf = tokio::task::spawn_blocking(move || std::fs::read(&path))
+            // Read from wherever it was written, whatever this adapter writes to now.
+            let location =
+                Location::from_record(&rendered.location).map_err(|e| storage(e.to_string()))?;
+            let pdf = self
+                .files
+                .read(&location, MAX_FILE_BYTES as u64)
                 .await
-                .map_err(|e| storage(e.to_string()))?
-                .map_err(|e| storage(format!("{}: {e}", rendered.path.display())))?;
-            if pdf.len() > MAX_FILE_BYTES {
-                return Err(storage(format!("{} bytes", pdf.len())));
-            }
+                .map_err(|e| storage(e.to_string()))?;
             Ok(Response::new(v1::GetTicketFileResponse {
                 pdf,
                 file_sha256: rendered.sha256,
@@ -523,9 +523,10 @@ mod files_api {
     pub async fn serve(
         listen: SocketAddr,
         store: Arc<Store>,
+        files: Arc<Files>,
         keys: Vec<ApiKey>,
     ) -> anyhow::Result<SocketAddr> {
-        let service = TicketFilesServer::new(Api { store, keys })
+        let service = TicketFilesServer::new(Api { store, files, keys })
             .max_decoding_message_size(4 * 1024)
             .max_encoding_message_size(MAX_FILE_BYTES + 1024);
         crate::serve_grpc(listen, tonic::service::Routes::new(service), "ticket-file").await

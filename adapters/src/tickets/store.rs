@@ -1,26 +1,20 @@
 //! The ticket-file adapter's own durable state: the events it has read (`EventCreated`, for the
-//! names and times printed on tickets), per order the file rendered and whether its
-//! `TicketsRendered` was published, and the orders it could not render (parked, with why), in
-//! sled under its data directory; and the files themselves, in a directory of their own.
+//! names and times printed on tickets), per order the file rendered (where it is, its size and
+//! SHA-256) and whether its `TicketsRendered` was published, and the orders it could not render
+//! (parked, with why), in sled under its data directory. The files themselves are in a directory
+//! or a bucket (`crate::files`).
 //!
-//! It never reads or writes the engine's files; a file is written whole (temporary file, fsync,
-//! rename, fsync of the directory) before it is recorded, so a recorded file is always complete.
+//! It never reads or writes the engine's files; a file is written whole before it is recorded,
+//! so a recorded file is always complete.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 #[error("ticket-file store: {0}")]
 pub struct StoreError(String);
-
-impl From<std::io::Error> for StoreError {
-    fn from(e: std::io::Error) -> Self {
-        StoreError(e.to_string())
-    }
-}
 
 fn sled_error(e: std::io::Error) -> StoreError {
     StoreError(format!("state database: {e}"))
@@ -30,8 +24,9 @@ fn sled_error(e: std::io::Error) -> StoreError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rendered {
     pub event_id: String,
-    /// Absolute path of the PDF.
-    pub path: PathBuf,
+    /// Where the PDF is, as `files::Location::record` writes it: an absolute path (the only form
+    /// before buckets, encoded the same) or `s3://bucket/key`.
+    pub location: String,
     pub sha256: String,
     pub bytes: u64,
     pub tickets: u32,
@@ -52,11 +47,10 @@ pub struct Parked {
     pub order: Vec<u8>,
 }
 
-/// The state database and the file directory. sled 1.0's handles are not `Sync`, so the trees
-/// sit behind a mutex; a flush holds it for its fsync, once or twice per batch.
+/// The state database. sled 1.0's handles are not `Sync`, so the trees sit behind a mutex; a
+/// flush holds it for its fsync, once or twice per batch.
 pub struct Store {
     trees: Mutex<Trees>,
-    files: PathBuf,
     /// Entries of the `parked` tree, kept in step by `park` and `put_rendered`.
     parked: std::sync::atomic::AtomicUsize,
 }
@@ -80,11 +74,8 @@ fn decode<T: for<'a> Deserialize<'a>>(what: &str, bytes: &[u8]) -> Result<T, Sto
 }
 
 impl Store {
-    /// Opens (or makes) the state database in `state` and the file directory `files`.
-    pub fn open(state: &Path, files: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(files)
-            .map_err(|e| StoreError(format!("cannot make {}: {e}", files.display())))?;
-        let files = std::path::absolute(files)?;
+    /// Opens (or makes) the state database in `state`.
+    pub fn open(state: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(state)
             .open()
@@ -99,7 +90,6 @@ impl Store {
         let parked = trees.parked.iter().count();
         Ok(Store {
             trees: Mutex::new(trees),
-            files,
             parked: parked.into(),
         })
     }
@@ -206,37 +196,6 @@ impl Store {
         }
         Ok(all)
     }
-
-    /// Where an order's file lives: one directory per event, the order id as the name, so a
-    /// second render of an order replaces its file rather than adding one.
-    pub fn path_of(&self, event_id: &str, order_id: &str) -> Result<PathBuf, StoreError> {
-        let safe = |s: &str| {
-            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-        };
-        if !safe(event_id) || !safe(order_id) {
-            return Err(StoreError(format!(
-                "ids must be UUIDs to name a file: event {event_id:?}, order {order_id:?}"
-            )));
-        }
-        Ok(self.files.join(event_id).join(format!("{order_id}.pdf")))
-    }
-
-    /// Writes `pdf` at `path` whole: a temporary file beside it, fsync, rename, fsync of the
-    /// directory. Returns its SHA-256 in hex. Blocking.
-    pub fn write_file(path: &Path, pdf: &[u8]) -> Result<String, StoreError> {
-        use std::io::Write;
-        let dir = path.parent().expect("a file path has a parent");
-        std::fs::create_dir_all(dir)?;
-        let temporary = path.with_extension("pdf.tmp");
-        {
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(pdf)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&temporary, path)?;
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(hex(&Sha256::digest(pdf)))
-    }
 }
 
 /// Lower-case hex of `bytes`.
@@ -247,20 +206,17 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
-    fn records_survive_a_reopen_and_files_are_written_whole() {
+    fn records_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (state, files) = (dir.path().join("state"), dir.path().join("files"));
+        let state = dir.path().join("state");
         let event = "0190a5c8-0000-7000-8000-000000000001";
         let order = "0190a5c8-0000-7000-8000-000000000002";
         {
-            let store = Store::open(&state, &files).unwrap();
+            let store = Store::open(&state).unwrap();
             store.put_event(event, b"event bytes").unwrap();
-            let path = store.path_of(event, order).unwrap();
-            let sha = Store::write_file(&path, b"%PDF-1.7 test").unwrap();
-            assert_eq!(std::fs::read(&path).unwrap(), b"%PDF-1.7 test");
-            assert!(!path.with_extension("pdf.tmp").exists());
             store
                 .park(
                     order,
@@ -276,8 +232,8 @@ mod tests {
             assert_eq!(store.parked_count(), 1);
             let rendered = Rendered {
                 event_id: event.into(),
-                path,
-                sha256: sha,
+                location: format!("s3://tickets/{event}/{order}.pdf"),
+                sha256: hex(&Sha256::digest(b"%PDF-1.7 test")),
                 bytes: 13,
                 tickets: 1,
                 rendered_at_ms: 5,
@@ -287,13 +243,48 @@ mod tests {
             store.put_rendered(order, &rendered).unwrap();
             store.flush().unwrap();
         }
-        let store = Store::open(&state, &files).unwrap();
+        let store = Store::open(&state).unwrap();
         assert_eq!(store.event(event).unwrap().unwrap(), b"event bytes");
         let rendered = store.rendered(order).unwrap().unwrap();
         assert_eq!(rendered.sha256, hex(&Sha256::digest(b"%PDF-1.7 test")));
+        assert_eq!(
+            rendered.location,
+            format!("s3://tickets/{event}/{order}.pdf")
+        );
         assert!(store.parked().unwrap().is_empty(), "rendered: unparked");
         assert_eq!(store.parked_count(), 0);
-        assert!(store.path_of("../etc", order).is_err());
-        assert!(store.path_of(event, "x/y").is_err());
+    }
+
+    /// A record written before buckets, with the file's path, reads as its location.
+    #[test]
+    fn a_record_with_a_path_reads_as_a_location() {
+        #[derive(Serialize)]
+        struct Before {
+            event_id: String,
+            path: std::path::PathBuf,
+            sha256: String,
+            bytes: u64,
+            tickets: u32,
+            rendered_at_ms: u64,
+            message: Vec<u8>,
+            published: bool,
+        }
+        let before = Before {
+            event_id: "e".into(),
+            path: "/srv/files/e/o.pdf".into(),
+            sha256: "ab".into(),
+            bytes: 13,
+            tickets: 2,
+            rendered_at_ms: 5,
+            message: vec![7, 8],
+            published: true,
+        };
+        let now: Rendered = decode("rendered file", &encode(&before)).unwrap();
+        assert_eq!(now.location, "/srv/files/e/o.pdf");
+        assert_eq!(
+            (now.bytes, now.tickets, &now.message[..], now.published),
+            (13, 2, &[7, 8][..], true)
+        );
+        assert_eq!(encode(&now), encode(&before), "encoded the same");
     }
 }

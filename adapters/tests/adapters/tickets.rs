@@ -1,6 +1,8 @@
 //! The whole life of a ticket with real processes: a real tansu broker, boxoffice serving in this
 //! process (relay and payment-result consumer), `boxoffice-payments`, `boxoffice-tickets` and
-//! `boxoffice-email` as processes, and a real SMTP server (aiosmtpd) whose maildir is read back.
+//! `boxoffice-email` as processes, and a real SMTP server (aiosmtpd) whose maildir is read back;
+//! the files in a directory, or in a real S3-compatible server (s3s-fs) read back with
+//! object_store.
 //! The PDF attached to the email received is read with poppler (`pdftotext`, `pdftoppm`) and its
 //! QR codes decoded with zbar (`zbarimg`); the tokens decoded are what the gate is shown.
 
@@ -16,7 +18,7 @@ use proto::v1::event_admin_client::EventAdminClient;
 use proto::v1::mail_client::MailClient;
 use proto::v1::reservations_client::ReservationsClient;
 use proto::v1::ticket_files_client::TicketFilesClient;
-use testkit::{Broker, Smtp};
+use testkit::{Broker, S3, Smtp};
 
 use super::support::{KEY, boxoffice, keyed, stop_boxoffice};
 use tonic::transport::Channel;
@@ -29,16 +31,19 @@ const OPERATOR: &str = "mail-operator-key";
 struct Process {
     binary: &'static str,
     args: Vec<String>,
+    /// Environment variables it is given besides the test's.
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// `key=value` fields of its first line.
     fields: BTreeMap<String, String>,
 }
 
 impl Process {
-    fn start(binary: &'static str, args: Vec<String>) -> Process {
+    fn start(binary: &'static str, args: Vec<String>, env: Vec<(String, String)>) -> Process {
         let mut child = Command::new(binary)
             .arg("run")
             .args(&args)
+            .envs(env.iter().cloned())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -67,6 +72,7 @@ impl Process {
         Process {
             binary,
             args,
+            env,
             child: Some(child),
             fields,
         }
@@ -83,7 +89,7 @@ impl Process {
     }
 
     fn restart(&mut self) {
-        *self = Process::start(self.binary, self.args.clone());
+        *self = Process::start(self.binary, self.args.clone(), self.env.clone());
     }
 
     /// SIGTERM; it must exit 0 within 60 s.
@@ -146,19 +152,42 @@ fn payments(dir: &Path, brokers: &str) -> Process {
     Process::start(
         env!("CARGO_BIN_EXE_boxoffice-payments"),
         common(dir, brokers),
+        Vec::new(),
     )
 }
 
 fn tickets(dir: &Path, brokers: &str) -> Process {
+    tickets_with(dir, brokers, &[], Vec::new())
+}
+
+/// `tickets` with more flags and environment variables.
+fn tickets_with(
+    dir: &Path,
+    brokers: &str,
+    extra: &[String],
+    env: Vec<(String, String)>,
+) -> Process {
     let mut args = common(dir, brokers);
     args.extend([
         "--api-key".into(),
         format!("{}:storefront", server::auth::hash_key(STOREFRONT)),
     ]);
-    Process::start(env!("CARGO_BIN_EXE_boxoffice-tickets"), args)
+    args.extend_from_slice(extra);
+    Process::start(env!("CARGO_BIN_EXE_boxoffice-tickets"), args, env)
 }
 
 fn email(dir: &Path, brokers: &str, smtp: &Smtp, extra: &[&str]) -> Process {
+    email_with(dir, brokers, smtp, extra, Vec::new())
+}
+
+/// `email` with environment variables.
+fn email_with(
+    dir: &Path,
+    brokers: &str,
+    smtp: &Smtp,
+    extra: &[&str],
+    env: Vec<(String, String)>,
+) -> Process {
     let mut args = common(dir, brokers);
     args.extend(
         [
@@ -176,7 +205,7 @@ fn email(dir: &Path, brokers: &str, smtp: &Smtp, extra: &[&str]) -> Process {
         .map(String::from),
     );
     args.extend(extra.iter().map(|s| s.to_string()));
-    Process::start(env!("CARGO_BIN_EXE_boxoffice-email"), args)
+    Process::start(env!("CARGO_BIN_EXE_boxoffice-email"), args, env)
 }
 
 async fn channel(addr: &str) -> Channel {
@@ -596,34 +625,15 @@ async fn a_ticket_goes_from_confirm_to_the_inbox_to_the_gate_once() {
 
     // Storefronts fetch the same file over gRPC.
     let mut files = TicketFilesClient::new(channel(tickets_adapter.field("grpc")).await);
-    let file = files
-        .get_ticket_file(keyed(
-            v1::GetTicketFileRequest {
-                order_id: joana.order_id.clone(),
-            },
-            STOREFRONT,
-        ))
+    let file = ticket_file(&mut files, &joana.order_id, STOREFRONT)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(&file.pdf, pdf);
-    let refused = files
-        .get_ticket_file(keyed(
-            v1::GetTicketFileRequest {
-                order_id: joana.order_id.clone(),
-            },
-            "wrong-key",
-        ))
+    let refused = ticket_file(&mut files, &joana.order_id, "wrong-key")
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-    let missing = files
-        .get_ticket_file(keyed(
-            v1::GetTicketFileRequest {
-                order_id: uuid::Uuid::now_v7().to_string(),
-            },
-            STOREFRONT,
-        ))
+    let missing = ticket_file(&mut files, &uuid::Uuid::now_v7().to_string(), STOREFRONT)
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
@@ -769,6 +779,44 @@ async fn a_ticket_goes_from_confirm_to_the_inbox_to_the_gate_once() {
     }
     assert_eq!(smtp.messages().len(), 5, "nothing sent twice");
     stop_boxoffice(server).await;
+}
+
+/// `GetTicketFile(order_id)` with `key`.
+async fn ticket_file(
+    files: &mut TicketFilesClient<Channel>,
+    order_id: &str,
+    key: &str,
+) -> Result<v1::GetTicketFileResponse, tonic::Status> {
+    files
+        .get_ticket_file(keyed(
+            v1::GetTicketFileRequest {
+                order_id: order_id.into(),
+            },
+            key,
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Waits until `adapter` counts `count` sends parked (`what`, in the failure); then what
+/// `ListParked` lists.
+async fn parked_sends(
+    adapter: &Process,
+    operator: &mut MailClient<Channel>,
+    count: u32,
+    what: &str,
+) -> Vec<v1::Send> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while adapter.metric("boxoffice_email_parked").await != Some(f64::from(count)) {
+        assert!(Instant::now() < deadline, "{what} never parked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    operator
+        .list_parked(keyed(v1::ListParkedRequest { page_size: 0 }, OPERATOR))
+        .await
+        .unwrap()
+        .into_inner()
+        .sends
 }
 
 fn codes_of(order: &v1::Order) -> Vec<String> {
@@ -948,18 +996,8 @@ async fn an_email_the_smtp_server_keeps_refusing_is_parked_and_sent_once_on_retr
     shop.settled(std::slice::from_ref(&order)).await;
 
     // Three attempts against no server, then parked: counted and listed.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while email_adapter.metric("boxoffice_email_parked").await != Some(1.0) {
-        assert!(Instant::now() < deadline, "never parked");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let mut operator = MailClient::new(channel(email_adapter.field("grpc")).await);
-    let parked = operator
-        .list_parked(keyed(v1::ListParkedRequest { page_size: 0 }, OPERATOR))
-        .await
-        .unwrap()
-        .into_inner()
-        .sends;
+    let parked = parked_sends(&email_adapter, &mut operator, 1, "the send").await;
     assert_eq!(parked.len(), 1);
     assert_eq!(
         (parked[0].state, parked[0].attempts, parked[0].kind.as_str()),
@@ -1020,17 +1058,7 @@ async fn an_email_the_smtp_server_keeps_refusing_is_parked_and_sent_once_on_retr
         )
         .await;
     shop.settled(&[refused.clone(), busy.clone()]).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while email_adapter.metric("boxoffice_email_parked").await != Some(2.0) {
-        assert!(Instant::now() < deadline, "the refusals were never parked");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let parked = operator
-        .list_parked(keyed(v1::ListParkedRequest { page_size: 0 }, OPERATOR))
-        .await
-        .unwrap()
-        .into_inner()
-        .sends;
+    let parked = parked_sends(&email_adapter, &mut operator, 2, "the refusals").await;
     let of = |order: &v1::Order| {
         parked
             .iter()
@@ -1125,4 +1153,200 @@ async fn tickets_rendered_after_their_order_was_refunded_are_not_sent() {
     );
     assert_eq!(smtp.messages().len(), 1, "the refund notice only");
     stop_boxoffice(server).await;
+}
+
+/// The flags of an adapter whose files are in `bucket` of `s3`.
+fn s3_flags(s3: &S3, bucket: &str) -> Vec<String> {
+    [
+        "--files-s3-bucket",
+        bucket,
+        "--files-s3-endpoint",
+        &s3.endpoint,
+        "--files-s3-region",
+        "eu-west-1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The standard AWS variables of a process using `s3` with `secret_key`.
+fn s3_env(s3: &S3, secret_key: &str) -> Vec<(String, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID".into(), s3.access_key.clone()),
+        ("AWS_SECRET_ACCESS_KEY".into(), secret_key.into()),
+    ]
+}
+
+/// `email` reading `s3://` files from `bucket` of `s3`, with `extra` flags.
+fn email_from_s3(
+    dir: &Path,
+    brokers: &str,
+    smtp: &Smtp,
+    (s3, bucket): (&S3, &str),
+    extra: &[&str],
+) -> Process {
+    let flags = s3_flags(s3, bucket);
+    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    flags.extend_from_slice(extra);
+    email_with(dir, brokers, smtp, &flags, s3_env(s3, &s3.secret_key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_file_kept_in_s3_is_served_and_attached_from_its_bucket() {
+    use object_store::ObjectStoreExt;
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let smtp = Smtp::start(&dir.path().join("smtp"));
+    let s3 = S3::start(&dir.path().join("s3"));
+    s3.make_bucket("tickets");
+    s3.make_bucket("other");
+    let server = boxoffice(dir.path(), &broker).await;
+    let mut shop = Shop::open(server.grpc_addr).await;
+    let _payments = payments(&dir.path().join("payments"), &broker.addr);
+    let tickets_dir = dir.path().join("tickets");
+    let mut flags = s3_flags(&s3, "tickets");
+    flags.extend(["--files-s3-prefix".into(), "boxoffice/".into()]);
+    let tickets_adapter = tickets_with(
+        &tickets_dir,
+        &broker.addr,
+        &flags,
+        s3_env(&s3, &s3.secret_key),
+    );
+    let _email = email_from_s3(
+        &dir.path().join("email"),
+        &broker.addr,
+        &smtp,
+        (&s3, "tickets"),
+        &[],
+    );
+
+    let order = shop
+        .order(
+            "c-rita",
+            "GA",
+            2,
+            "test:approve",
+            contact("rita@example.pt", "Rita", "pt"),
+        )
+        .await;
+    let order = shop.settled(std::slice::from_ref(&order)).await.remove(0);
+    assert_eq!(order.status, v1::OrderStatus::Paid as i32);
+
+    // The email arrives with the PDF attached...
+    let mail = received(&smtp, 1).await;
+    assert_eq!(mail[0].to, "rita@example.pt");
+    assert_eq!(mail[0].attachments.len(), 1);
+    let pdf = &mail[0].attachments[0].1;
+    let (text, codes) = read_pdf(&dir.path().join("read-rita"), pdf);
+    assert!(text.contains(&order.order_id), "{text}");
+    assert_eq!(codes, codes_of(&order));
+
+    // ...read from the bucket, where it is at <prefix><event>/<order>.pdf (read back here with
+    // object_store on its own), and nowhere on disk.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let bucket = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&s3.endpoint)
+        .with_allow_http(true)
+        .with_region("eu-west-1")
+        .with_bucket_name("tickets")
+        .with_access_key_id(&s3.access_key)
+        .with_secret_access_key(&s3.secret_key)
+        .build()
+        .unwrap();
+    let key = format!("boxoffice/{}/{}.pdf", order.event_id, order.order_id);
+    let object = bucket
+        .get(&object_store::path::Path::from(key.as_str()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&object[..], &pdf[..], "the attachment is the object");
+    assert!(
+        !tickets_dir.join("files").exists(),
+        "no file written to the local directory"
+    );
+
+    // Storefronts get the same bytes over gRPC, with their SHA-256.
+    let mut files = TicketFilesClient::new(channel(tickets_adapter.field("grpc")).await);
+    let file = ticket_file(&mut files, &order.order_id, STOREFRONT)
+        .await
+        .unwrap();
+    assert_eq!(&file.pdf, pdf);
+    assert_eq!(
+        file.file_sha256,
+        adapters::tickets::store::hex(&sha2::Sha256::digest(pdf))
+    );
+
+    // An email adapter given another bucket parks the send, saying why, and sends nothing.
+    let elsewhere = email_from_s3(
+        &dir.path().join("email-other"),
+        &broker.addr,
+        &smtp,
+        (&s3, "other"),
+        &["--group", "boxoffice-email-other"],
+    );
+    let mut operator = MailClient::new(channel(elsewhere.field("grpc")).await);
+    let parked = parked_sends(
+        &elsewhere,
+        &mut operator,
+        1,
+        "the send of a foreign bucket's file",
+    )
+    .await;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(
+        (parked[0].state, parked[0].attempts),
+        (v1::SendState::Parked as i32, 1)
+    );
+    assert!(
+        parked[0]
+            .detail
+            .contains("is in S3 bucket `tickets`, not in `other`"),
+        "{:?}",
+        parked[0]
+    );
+    assert_eq!(
+        smtp.messages().len(),
+        1,
+        "nothing sent from the other bucket"
+    );
+    stop_boxoffice(server).await;
+}
+
+#[test]
+fn the_ticket_file_adapter_does_not_start_when_its_bucket_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&dir.path().join("s3"));
+    s3.make_bucket("tickets");
+    // No broker: the bucket is checked before anything else, so a start that got past the check
+    // would hang on Kafka and fail the test by its deadline.
+    let start = |bucket: &str, secret_key: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_boxoffice-tickets"));
+        command
+            .arg("run")
+            .args(common(&dir.path().join("tickets"), "127.0.0.1:1"))
+            .args(s3_flags(&s3, bucket))
+            .envs(s3_env(&s3, secret_key));
+        let out =
+            testkit::output_within(&mut command, Duration::from_secs(60), "boxoffice-tickets");
+        assert!(!out.status.success(), "it started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let refused = start("tickets", "not-the-secret");
+    let expected = format!(
+        "S3 bucket `tickets` at {}: credentials refused (check AWS_ACCESS_KEY_ID and \
+         AWS_SECRET_ACCESS_KEY)",
+        s3.endpoint
+    );
+    assert!(refused.contains(&expected), "{refused}");
+    let missing = start("no-such-bucket", &s3.secret_key);
+    assert!(
+        missing.contains(&format!(
+            "S3 bucket `no-such-bucket` at {}: no such bucket",
+            s3.endpoint
+        )),
+        "{missing}"
+    );
 }
