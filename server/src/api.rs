@@ -272,15 +272,16 @@ impl v1::check_in_server::CheckIn for Api {
             let event = convert::event_id(&r.event_id)?;
             let scan = convert::scan(event, r.token, r.gate_id, r.scan_id)?;
             let answer = self.engine.event(event)?.check_in(scan).await;
+            let event = event.to_string();
             let (admission, made) = match answer {
                 Ok(a) => a,
                 Err(e) => {
-                    telemetry::scan("", "refused");
+                    telemetry::scan(&event, "", "refused");
                     return Err(e.into());
                 }
             };
             let outcome = if made { "admitted" } else { "repeated" };
-            telemetry::scan(&admission.gate, outcome);
+            telemetry::scan(&event, &admission.gate, outcome);
             Ok(v1::CheckInResponse {
                 admission: Some(convert::admission_to_proto(&admission)),
             })
@@ -297,14 +298,16 @@ impl v1::check_in_server::CheckIn for Api {
             let event = convert::event_id(&r.event_id)?;
             let scan = convert::scan(event, r.token, r.gate_id, r.scan_id)?;
             let answer = self.engine.event(event)?.check_out(scan).await;
+            let event = event.to_string();
             let (exit, made) = match answer {
                 Ok(a) => a,
                 Err(e) => {
-                    telemetry::scan("", "refused");
+                    telemetry::scan(&event, "", "refused");
                     return Err(e.into());
                 }
             };
-            telemetry::scan(&exit.gate, if made { "exited" } else { "repeated" });
+            let outcome = if made { "exited" } else { "repeated" };
+            telemetry::scan(&event, &exit.gate, outcome);
             Ok(v1::CheckOutResponse {
                 exit: Some(convert::exit_to_proto(&exit)),
             })
@@ -350,7 +353,7 @@ impl v1::check_in_server::CheckIn for Api {
                         results.push(None);
                     }
                     Err(e) => {
-                        telemetry::scan("", "refused");
+                        telemetry::scan("", "", "refused");
                         results.push(Some(v1::ScanResult {
                             scan_id,
                             outcome: Outcome::Refused as i32,
@@ -371,6 +374,8 @@ impl v1::check_in_server::CheckIn for Api {
             }
             .into_iter()
             .zip(ids);
+            // Answers come only from an event that exists.
+            let event_label = event.to_string();
             for slot in results.iter_mut().filter(|r| r.is_none()) {
                 let (answer, (gate, scan_id)) = answers.next().expect("one answer per scan");
                 let (outcome, admission, error) = match answer {
@@ -390,7 +395,7 @@ impl v1::check_in_server::CheckIn for Api {
                     Outcome::Repeated => "repeated",
                     _ => "refused",
                 };
-                telemetry::scan(&gate, label);
+                telemetry::scan(&event_label, &gate, label);
                 *slot = Some(v1::ScanResult {
                     scan_id,
                     outcome: outcome as i32,

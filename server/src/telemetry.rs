@@ -66,16 +66,23 @@ pub fn rpc_many(rpc: &'static str, elapsed: Duration, outcome: &'static str, cou
     }
 }
 
-/// One scan at a gate, by outcome (`admitted`, `conflict`, `exited`, `repeated`, `refused`). Scans that
-/// were recorded carry their gate, of which an event counts at most
+/// One scan, by event, gate and outcome (`admitted`, `conflict`, `exited`, `repeated`,
+/// `refused`). `event` is the id of an event that exists, or empty (a scan refused before its event
+/// was found). Scans that were recorded carry their gate, of which an event counts at most
 /// `engine::inventory::MAX_GATES_PER_EVENT`, and so do repeated ones (a repeat is a scan recorded
 /// before, at its gate); a refused scan's gate may be anything a client sent, so it is left out.
-pub fn scan(gate: &str, outcome: &'static str) {
+pub fn scan(event: &str, gate: &str, outcome: &'static str) {
     let gate = match outcome {
         "admitted" | "conflict" | "exited" | "repeated" => gate.to_string(),
         _ => String::new(),
     };
-    counter!("boxoffice_check_in_scans_total", "gate" => gate, "outcome" => outcome).increment(1);
+    counter!(
+        "boxoffice_check_in_scans_total",
+        "event" => event.to_string(),
+        "gate" => gate,
+        "outcome" => outcome
+    )
+    .increment(1);
 }
 
 /// Serves `GET /metrics` until `stop` turns true.

@@ -239,7 +239,9 @@ async fn tickets_are_let_in_once_refused_when_forged_or_void_and_offline_scans_c
     assert!(per_gate.contains(&("north".into(), 1, 0)), "{per_gate:?}");
     assert!(per_gate.contains(&("gate-7".into(), 1, 1)), "{per_gate:?}");
     let scans = server
-        .metric("boxoffice_check_in_scans_total{gate=\"gate-7\",outcome=\"conflict\"}")
+        .metric(&format!(
+            "boxoffice_check_in_scans_total{{event=\"{event}\",gate=\"gate-7\",outcome=\"conflict\"}}"
+        ))
         .await;
     assert_eq!(scans, 1.0);
 
@@ -313,7 +315,9 @@ async fn a_ticket_leaves_and_comes_back_when_the_event_allows_reentry_also_after
     let stats = gate.stats().await;
     assert_eq!((stats.admitted, stats.exits, stats.inside), (2, 1, 1));
     let exited = server
-        .metric("boxoffice_check_in_scans_total{gate=\"north\",outcome=\"exited\"}")
+        .metric(&format!(
+            "boxoffice_check_in_scans_total{{event=\"{event}\",gate=\"north\",outcome=\"exited\"}}"
+        ))
         .await;
     assert_eq!(exited, 1.0);
 
