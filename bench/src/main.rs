@@ -6,10 +6,12 @@
 //! `report` puts saved runs side by side. `engine` and `expiry` drive the engine in process (no
 //! network): sustained durable reservations, and how late holds come back on sale. `grpc` is the
 //! quick unary-versus-stream check of the server over loopback against the no-op service. `relay`
-//! times the order-event relay draining a backlog to a broker.
+//! times the order-event relay draining a backlog to a broker. `payments`, `render`, `email` and
+//! `check-in` measure the adapters and the ticket path.
 
 mod baseline;
 mod check_in;
+mod email;
 mod grpc;
 mod in_process;
 mod load;
@@ -57,6 +59,9 @@ enum Command {
     CheckIn(check_in::CheckInArgs),
     /// Ticket PDFs rendered per second by the ticket-file adapter's renderer.
     Render(render::RenderArgs),
+    /// Emails sent per second by the email adapter to a real SMTP server, beside that server's
+    /// ceiling.
+    Email(Box<email::EmailArgs>),
     /// The no-op Reservations and Availability server alone, for external load tools (h2load,
     /// ghz): the transport's ceiling beside boxoffice. Serves until SIGTERM or Ctrl-C.
     NoopServer {
@@ -87,6 +92,7 @@ fn main() -> Result<()> {
         // Builds its own runtimes: one for the server, one for the load generator.
         Command::CheckIn(args) => check_in::check_in(args),
         Command::Render(args) => render::render_bench(args),
+        Command::Email(args) => runtime()?.block_on(email::email(*args)),
         Command::NoopServer { listen } => runtime()?.block_on(noop_server(listen)),
     }
 }

@@ -70,12 +70,32 @@ pub struct PaymentsArgs {
     data_dir: Option<PathBuf>,
 }
 
-/// The adapter process; killed when dropped.
-struct Adapter(Child);
+/// An adapter process; killed when dropped.
+pub(crate) struct Adapter(Child);
 
 impl Adapter {
+    /// Starts `command` with its stdout piped and waits for its first line, which must start
+    /// with `ready` (the adapter binds its ports and joins its topics before it prints it); the
+    /// process and that line.
+    pub(crate) fn spawn(mut command: Command, ready: &str) -> Result<(Adapter, String)> {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", command.get_program().display()))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("adapter stdout")?).read_line(&mut line)?;
+        let adapter = Adapter(child);
+        ensure!(
+            line.starts_with(ready),
+            "the adapter did not start: {line:?}"
+        );
+        Ok((adapter, line))
+    }
+
     fn start(binary: &Path, dir: &Path, args: &PaymentsArgs, topics: &Topics) -> Result<Adapter> {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["run", "--brokers", &args.kafka])
             .args(["--orders-topic", &topics.orders])
             .args(["--payments-topic", &topics.payments])
@@ -86,23 +106,12 @@ impl Adapter {
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir)
-            .env("BOXOFFICE_PAYMENTS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("adapter stdout")?).read_line(&mut line)?;
-        let adapter = Adapter(child);
-        ensure!(
-            line.starts_with("boxoffice-payments running "),
-            "the adapter did not start: {line:?}"
-        );
-        Ok(adapter)
+            .env("BOXOFFICE_PAYMENTS_LOG", "warn");
+        Ok(Adapter::spawn(command, "boxoffice-payments running ")?.0)
     }
 
     /// CPU seconds it used so far (user + system).
-    fn cpu_seconds(&self) -> f64 {
+    pub(crate) fn cpu_seconds(&self) -> f64 {
         cpu_seconds(&format!("/proc/{}/stat", self.0.id()))
     }
 }
@@ -114,8 +123,26 @@ impl Drop for Adapter {
     }
 }
 
+/// The adapter binary `given`, or `name` beside this bench's binary; `what` names it in the
+/// error if it is not there.
+pub(crate) fn adapter_binary(given: Option<&Path>, name: &str, what: &str) -> Result<PathBuf> {
+    let binary = match given {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the bench's directory")?
+            .join(name),
+    };
+    ensure!(
+        binary.is_file(),
+        "no {what} at {}: build it (cargo build --release -p adapters) or pass --adapter",
+        binary.display()
+    );
+    Ok(binary)
+}
+
 /// User + system CPU seconds of the process whose `/proc/<pid>/stat` is `stat`.
-fn cpu_seconds(stat: &str) -> f64 {
+pub(crate) fn cpu_seconds(stat: &str) -> f64 {
     let ticks = std::fs::read_to_string(stat).ok().and_then(|s| {
         // The fields after the command, which is in parentheses and may hold spaces.
         let rest = s.rsplit_once(')')?.1;
@@ -148,18 +175,11 @@ pub fn payments(args: PaymentsArgs) -> Result<()> {
         args.orders >= 1 && args.concurrency >= 1 && args.connections >= 1,
         "--orders, --concurrency and --connections must be at least 1"
     );
-    let adapter_binary = match &args.adapter {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("the bench's directory")?
-            .join("boxoffice-payments"),
-    };
-    ensure!(
-        adapter_binary.is_file(),
-        "no payment adapter at {}: build it (cargo build --release -p adapters) or pass --adapter",
-        adapter_binary.display()
-    );
+    let adapter_binary = adapter_binary(
+        args.adapter.as_deref(),
+        "boxoffice-payments",
+        "payment adapter",
+    )?;
     let crate::run::Runtimes { servers, clients } =
         crate::run::Runtimes::build(args.server_threads)?;
     let temp = tempfile::tempdir_in(".").context("temporary data directory")?;

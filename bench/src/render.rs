@@ -27,7 +27,7 @@ pub struct RenderArgs {
     paper: String,
 }
 
-fn document(n: u32, tickets: u32, paper: Paper) -> TicketDocument {
+pub(crate) fn document(n: u32, tickets: u32, paper: Paper) -> TicketDocument {
     // A general-admission token is about 150 characters, a seated one about 170 (docs/tickets.md);
     // these are 200, so the QR codes are at least as dense as real ones.
     let token = |t: u32| {

@@ -472,6 +472,20 @@ fn bad_invocations_are_refused_with_a_reason() {
         ],
         "no payment adapter at /nonexistent/boxoffice-payments",
     );
+    check(
+        &["email", "--kafka", "127.0.0.1:9092", "--concurrency", "0"],
+        "--concurrency 1..=256",
+    );
+    check(
+        &[
+            "email",
+            "--kafka",
+            "127.0.0.1:9092",
+            "--adapter",
+            "/nonexistent/boxoffice-email",
+        ],
+        "no email adapter at /nonexistent/boxoffice-email",
+    );
 }
 
 use testkit::Broker;
@@ -785,4 +799,25 @@ fn the_render_bench_renders_every_order_once_with_a_page_per_ticket() {
         stdout.contains("rendered 12 orders x 3 tickets on 2 threads"),
         "{stdout}"
     );
+}
+
+#[test]
+fn the_email_bench_sends_one_email_per_order_with_its_pdf() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = Broker::start(&dir.path().join("broker"));
+    let out = run_ok(
+        dir.path(),
+        &["email", "--kafka", &broker.addr, "--emails", "50"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "adapter: 50 emails in",
+        "adapter's own figures: 51 sent, none retried or parked",
+        "audit: 51 emails (50 and the warm-up), one per order, each with its PDF attached byte for byte",
+        "SMTP ceiling, lettre straight to the same server, 4 at once:",
+        "the server's ceiling with Nagle off",
+        "ledger flush (sled, write and fsync) alone: mean",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in\n{stdout}");
+    }
 }
