@@ -82,8 +82,25 @@ fn script(name: &str) -> PathBuf {
 /// Runs `scripts/<name> start DIR ARGS...` (within `SCRIPT_WITHIN`); the value of the line
 /// `<key>=VALUE` it prints once its server takes connections.
 fn start_server(name: &str, dir: &Path, args: &[&str], key: &str) -> String {
+    start_server_with(name, dir, args, &[], key)
+        .remove(key)
+        .expect("the key")
+}
+
+/// `start_server` with `envs` set for the script; every `name=value` line it printed.
+fn start_server_with(
+    name: &str,
+    dir: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    key: &str,
+) -> std::collections::BTreeMap<String, String> {
     let mut command = Command::new(script(name));
-    command.arg("start").arg(dir).args(args);
+    command
+        .arg("start")
+        .arg(dir)
+        .args(args)
+        .envs(envs.iter().copied());
     let what = format!("scripts/{name} start");
     let out = output_within(&mut command, SCRIPT_WITHIN, &what);
     assert!(
@@ -92,11 +109,13 @@ fn start_server(name: &str, dir: &Path, args: &[&str], key: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).expect("utf-8");
-    let prefix = format!("{key}=");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in {text:?}"))
-        .to_string()
+    let fields: std::collections::BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert!(fields.contains_key(key), "no {key}= in {text:?}");
+    fields
 }
 
 /// Runs `scripts/<name> stop DIR`, saying on stderr what went wrong: no panic, as it runs in
@@ -183,6 +202,10 @@ pub struct Smtp {
     dir: PathBuf,
     /// `host:port` it listens on (loopback).
     pub addr: String,
+    /// `starttls` or `smtps` (`scripts/smtp.sh`'s `SMTP_TLS`), if it speaks TLS.
+    tls: Option<&'static str>,
+    /// The PEM of the CA that issued its certificate, if it speaks TLS.
+    pub ca: Option<PathBuf>,
 }
 
 impl Smtp {
@@ -191,12 +214,26 @@ impl Smtp {
         Smtp::start_on(dir, None)
     }
 
+    /// Starts a server on a free port that speaks TLS: `starttls` (required before MAIL) or
+    /// `smtps` (from the first byte), with a certificate for 127.0.0.1 from a CA of its own
+    /// (`ca`).
+    pub fn start_tls(dir: &Path, tls: &'static str) -> Smtp {
+        Smtp::launch(dir, None, Some(tls))
+    }
+
     /// Starts a server, on `port` if given; messages already in the maildir stay.
     pub fn start_on(dir: &Path, port: Option<&str>) -> Smtp {
-        let addr = start_server("smtp.sh", dir, port.as_slice(), "smtp");
+        Smtp::launch(dir, port, None)
+    }
+
+    fn launch(dir: &Path, port: Option<&str>, tls: Option<&'static str>) -> Smtp {
+        let envs: Vec<(&str, &str)> = tls.iter().map(|t| ("SMTP_TLS", *t)).collect();
+        let mut fields = start_server_with("smtp.sh", dir, port.as_slice(), &envs, "smtp");
         Smtp {
             dir: dir.to_path_buf(),
-            addr,
+            addr: fields.remove("smtp").expect("smtp="),
+            tls,
+            ca: fields.remove("ca").map(PathBuf::from),
         }
     }
 
@@ -225,7 +262,7 @@ impl Smtp {
 
     pub fn restart(&mut self) {
         let port = self.port().to_string();
-        let restarted = Smtp::start_on(&self.dir, Some(&port));
+        let restarted = Smtp::launch(&self.dir, Some(&port), self.tls);
         assert_eq!(restarted.addr, self.addr);
         std::mem::forget(restarted);
     }

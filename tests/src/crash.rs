@@ -37,6 +37,8 @@ pub struct CrashReport {
     pub confirms_acknowledged: usize,
     pub releases_acknowledged: usize,
     pub recovery_ms_max: u128,
+    /// The median time to reopen after a kill.
+    pub recovery_ms_p50: u128,
     pub records_max: u64,
 }
 
@@ -50,6 +52,7 @@ pub async fn run(child: &Path, data_dir: &Path, kills: u32, seed: u64) -> Result
     let mut fates: HashMap<HoldId, Fate> = HashMap::new();
     let mut event: Option<EventId> = None;
     let mut report = CrashReport::default();
+    let mut recoveries: Vec<u128> = Vec::with_capacity(kills as usize);
     for round in 0..kills {
         let child_seed = rng.u64(..);
         let mut process = Command::new(child)
@@ -134,7 +137,11 @@ pub async fn run(child: &Path, data_dir: &Path, kills: u32, seed: u64) -> Result
         let engine = engine::Engine::open(&crate::config_in(data_dir))
             .await
             .with_context(|| format!("round {round}: reopen after SIGKILL"))?;
-        report.recovery_ms_max = report.recovery_ms_max.max(started.elapsed().as_millis());
+        let recovery_ms = started.elapsed().as_millis();
+        report.recovery_ms_max = report.recovery_ms_max.max(recovery_ms);
+        recoveries.push(recovery_ms);
+        recoveries.sort_unstable();
+        report.recovery_ms_p50 = recoveries[recoveries.len() / 2];
         let handle = engine.event(event)?;
         // The audit re-checks every invariant inside the actor, panicking on any breach.
         let audit = handle

@@ -79,6 +79,10 @@ struct RunArgs {
     /// relay on this host or a test server only).
     #[arg(long, env = "BOXOFFICE_EMAIL_SMTP_SECURITY", default_value = "starttls", value_parser = security)]
     smtp_security: Security,
+    /// A PEM file of certificates to trust for the SMTP server's, beside the system's roots (a
+    /// relay with a private CA); only with starttls or tls.
+    #[arg(long, env = "BOXOFFICE_EMAIL_SMTP_CA_FILE")]
+    smtp_ca_file: Option<PathBuf>,
     /// SMTP user; empty: no authentication.
     #[arg(long, env = "BOXOFFICE_EMAIL_SMTP_USERNAME", default_value = "")]
     smtp_username: String,
@@ -258,6 +262,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             host: args.smtp_host,
             port: args.smtp_port,
             security: args.smtp_security,
+            extra_roots: match &args.smtp_ca_file {
+                None => None,
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| anyhow::anyhow!("--smtp-ca-file {}: {e}", path.display()))?,
+                ),
+            },
             username: args.smtp_username,
             password: args.smtp_password,
             timeout: Duration::from_millis(args.smtp_timeout_ms),

@@ -78,15 +78,15 @@ pub struct Ledger {
 }
 
 struct Trees {
-    db: sled::Db<LEAF_FANOUT>,
+    db: sled::Db,
     /// `<order id>/<kind>` -> `Send`.
-    sends: sled::Tree<LEAF_FANOUT>,
+    sends: sled::Tree,
     /// event id -> encoded `boxoffice.v1.Event`.
-    events: sled::Tree<LEAF_FANOUT>,
+    events: sled::Tree,
     /// order id -> encoded `boxoffice.v1.TicketsRendered`.
-    tickets: sled::Tree<LEAF_FANOUT>,
+    tickets: sled::Tree,
     /// order id -> (nothing): orders whose `OrderRefunded` was read.
-    refunded: sled::Tree<LEAF_FANOUT>,
+    refunded: sled::Tree,
     /// The next `Send::seq`: one past the highest stored.
     next_seq: u64,
 }
@@ -99,16 +99,15 @@ fn decode(bytes: &[u8]) -> Result<Send, LedgerError> {
     postcard::from_bytes(bytes).map_err(|e| LedgerError(format!("a stored send is corrupt: {e}")))
 }
 
-/// Leaves of 4 entries and zstd's fast level, as the engine's log: sled rewrites and compresses
-/// every dirty leaf at each flush, and sends are keyed by order ids, which grow with time, so with
-/// sled's default of 1,024 each flush compressed the whole last leaf again (measured with
-/// `boxoffice-bench email`: 4.5-4.8 ms of the adapter's CPU per email, half of it in zstd).
-const LEAF_FANOUT: usize = 4;
+/// zstd's fast level for the leaves sled compresses at every flush, as the engine's log: sends
+/// are keyed by order ids, which grow with time, so each flush compresses the last leaf again
+/// (measured with `boxoffice-bench email`). The leaves keep sled's default size: sled refuses to
+/// open a database with another one than it was made with, and ledgers made before must open.
 const ZSTD_LEVEL: i32 = -5;
 
 impl Ledger {
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
-        let db: sled::Db<LEAF_FANOUT> = sled::Config::new()
+        let db: sled::Db = sled::Config::new()
             .path(dir)
             // Flushed when a send needs it; no timer of its own.
             .flush_every_ms(None)

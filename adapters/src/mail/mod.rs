@@ -64,6 +64,8 @@ pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
     pub security: Security,
+    /// PEM certificates trusted for the server's beside the system's roots (`--smtp-ca-file`).
+    pub extra_roots: Option<Vec<u8>>,
     /// Empty: no authentication.
     pub username: String,
     pub password: String,
@@ -137,13 +139,31 @@ enum Done {
 
 fn transport(s: &SmtpSettings) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
     use anyhow::Context;
-    let builder = match s.security {
-        Security::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host),
-        Security::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)
-            .context("SMTP STARTTLS settings")?,
-        Security::Tls => {
-            AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host).context("SMTP TLS settings")?
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    let tls = || -> anyhow::Result<TlsParameters> {
+        let mut parameters = TlsParameters::builder(s.host.clone());
+        if let Some(pem) = &s.extra_roots {
+            anyhow::ensure!(
+                pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----"),
+                "--smtp-ca-file holds no PEM certificate"
+            );
+            let roots = Certificate::from_pem(pem).context("--smtp-ca-file")?;
+            parameters = parameters.add_root_certificate(roots);
         }
+        parameters.build().context("SMTP TLS settings")
+    };
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host);
+    let builder = match s.security {
+        Security::None => {
+            anyhow::ensure!(
+                s.extra_roots.is_none(),
+                "--smtp-ca-file is for --smtp-security starttls or tls"
+            );
+            builder
+        }
+        // STARTTLS required: no credentials or message before the upgrade.
+        Security::StartTls => builder.tls(Tls::Required(tls()?)),
+        Security::Tls => builder.tls(Tls::Wrapper(tls()?)),
     };
     let mut builder = builder.port(s.port).timeout(Some(s.timeout));
     if !s.username.is_empty() {
@@ -212,6 +232,11 @@ struct Job {
     kind: &'static str,
     contact: Option<v1::Contact>,
     source: Source,
+}
+
+/// Whether a send of `kind` carries the order's tickets.
+fn carries_tickets(kind: &str) -> bool {
+    kind == "tickets" || kind.starts_with("resend:")
 }
 
 fn kind_label(kind: &str) -> &str {
@@ -299,10 +324,9 @@ impl Adapter {
             }
             Some(Change::OrderRefunded(r)) => {
                 let order = r.order.unwrap_or_default();
-                // Recorded before the offset is committed: the order's tickets, rendered or
-                // not yet, are not sent after this (`deliver`).
+                // Recorded, and flushed with the batch before its sends and its offsets'
+                // commit: the order's tickets, rendered or not yet, are not sent after this.
                 self.ledger.put_refunded(&order.order_id)?;
-                self.ledger.flush()?;
                 (order, "refunded")
             }
             _ => return Ok(None),
@@ -398,6 +422,19 @@ impl Adapter {
         let recorded = self.ledger.send(&send.order_id, &send.kind)?;
         if !expect.contains(&recorded.as_ref().map(|s| s.state)) {
             return Ok(Done::Settled);
+        }
+        // A refund read since the send was asked for (or before a resumed one) voids its
+        // tickets: never sent after the refund notice.
+        if carries_tickets(&send.kind) && self.ledger.refunded(&send.order_id)? {
+            counter!("boxoffice_email_skipped_total", "why" => "refunded").increment(1);
+            return match recorded {
+                None => Ok(Done::Settled),
+                Some(r) => self.settle(
+                    r,
+                    State::Parked,
+                    "the order was refunded: its tickets are void and are not sent".into(),
+                ),
+            };
         }
         let mut send = match recorded {
             Some(r) => Send {
@@ -658,6 +695,14 @@ mod api {
         )
     }
 
+    fn refunded(order_id: &str) -> Status {
+        status(
+            Code::FailedPrecondition,
+            "ORDER_REFUNDED",
+            format!("order {order_id} was refunded: its tickets are void"),
+        )
+    }
+
     fn invalid(message: String) -> Status {
         status(Code::InvalidArgument, "INVALID_ARGUMENT", message)
     }
@@ -762,6 +807,9 @@ mod api {
                     format!("the send is {:?}, not parked or unknown", send.state),
                 ));
             }
+            if carries_tickets(&send.kind) && self.0.ledger.refunded(&order_id).map_err(storage)? {
+                return Err(refunded(&order_id));
+            }
             tracing::info!(order_id, kind = %send.kind, "an operator retries a parked send");
             let send = Send {
                 by_operator: true,
@@ -794,11 +842,7 @@ mod api {
                 return Ok(Response::new(to_proto(&send)));
             }
             if self.0.ledger.refunded(&order_id).map_err(storage)? {
-                return Err(status(
-                    Code::FailedPrecondition,
-                    "ORDER_REFUNDED",
-                    format!("order {order_id} was refunded: its tickets are void"),
-                ));
+                return Err(refunded(&order_id));
             }
             let rendered = self
                 .0

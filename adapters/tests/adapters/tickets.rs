@@ -189,14 +189,16 @@ fn email_with(
     env: Vec<(String, String)>,
 ) -> Process {
     let mut args = common(dir, brokers);
+    // Plain text unless `extra` says otherwise.
+    if !extra.contains(&"--smtp-security") {
+        args.extend(["--smtp-security".to_string(), "none".to_string()]);
+    }
     args.extend(
         [
             "--smtp-host",
             "127.0.0.1",
             "--smtp-port",
             &smtp.port().to_string(),
-            "--smtp-security",
-            "none",
             "--from",
             "Box office <tickets@boxoffice.example>",
             "--api-key",
@@ -1066,6 +1068,7 @@ async fn an_email_the_smtp_server_keeps_refusing_is_parked_and_sent_once_on_retr
             .unwrap_or_else(|| panic!("order {} not parked: {parked:?}", order.order_id))
             .clone()
     };
+    let refused_order = refused.clone();
     let (refused, busy) = (of(&refused), of(&busy));
     assert_eq!(
         (refused.state, refused.attempts),
@@ -1079,6 +1082,44 @@ async fn an_email_the_smtp_server_keeps_refusing_is_parked_and_sent_once_on_retr
     assert!(busy.detail.contains("gave up after 3 attempts"), "{busy:?}");
     assert!(busy.detail.contains("451"), "{busy:?}");
     assert_eq!(smtp.messages().len(), 1, "only the retried email arrived");
+
+    // The parked order is refunded: its tickets are void, and an operator's retry of them is
+    // refused (the refund notice to the same refusing address is parked in its turn).
+    shop.admin
+        .refund_order(keyed(
+            v1::RefundOrderRequest {
+                event_id: refused_order.event_id.clone(),
+                order_id: refused_order.order_id.clone(),
+                reason: "refused address".into(),
+                idempotency_key: String::new(),
+            },
+            KEY,
+        ))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while email_adapter.metric("boxoffice_email_parked").await != Some(3.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the refund notice was never parked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let void = operator
+        .retry_send(keyed(
+            v1::RetrySendRequest {
+                order_id: refused_order.order_id.clone(),
+                kind: "tickets".into(),
+            },
+            OPERATOR,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (void.code(), reason(&void).as_str()),
+        (tonic::Code::FailedPrecondition, "ORDER_REFUNDED")
+    );
+    assert_eq!(smtp.messages().len(), 1, "nothing more arrived");
     stop_boxoffice(server).await;
 }
 
@@ -1349,4 +1390,104 @@ fn the_ticket_file_adapter_does_not_start_when_its_bucket_refuses_it() {
         )),
         "{missing}"
     );
+}
+
+/// STARTTLS and SMTPS for real: aiosmtpd with a certificate for 127.0.0.1 from a CA of its own.
+/// An adapter told to trust that CA delivers over either; one that does not trust it, or one
+/// that would speak plain text to a server requiring STARTTLS, delivers nothing and parks the
+/// send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_out_over_starttls_or_smtps_only_to_a_server_it_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let starttls = Smtp::start_tls(&dir.path().join("smtp-starttls"), "starttls");
+    let smtps = Smtp::start_tls(&dir.path().join("smtp-smtps"), "smtps");
+    let server = boxoffice(dir.path(), &broker).await;
+    let mut shop = Shop::open(server.grpc_addr).await;
+    let _payments = payments(&dir.path().join("payments"), &broker.addr);
+    let _tickets = tickets(&dir.path().join("tickets"), &broker.addr);
+    let ca = |smtp: &Smtp| smtp.ca.as_ref().unwrap().display().to_string();
+    // Each adapter reads every message (a consumer group of its own) and gives up quickly.
+    let adapter = |name: &str, smtp: &Smtp, security: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--group",
+            name,
+            "--smtp-security",
+            security,
+            "--max-attempts",
+            "2",
+            "--retry-base-ms",
+            "100",
+        ];
+        args.extend_from_slice(extra);
+        email(&dir.path().join(name), &broker.addr, smtp, &args)
+    };
+    let starttls_ca = ca(&starttls);
+    let smtps_ca = ca(&smtps);
+    let _over_starttls = adapter(
+        "trusting-starttls",
+        &starttls,
+        "starttls",
+        &["--smtp-ca-file", &starttls_ca],
+    );
+    let _over_smtps = adapter(
+        "trusting-smtps",
+        &smtps,
+        "tls",
+        &["--smtp-ca-file", &smtps_ca],
+    );
+    let untrusting = adapter("untrusting", &starttls, "starttls", &[]);
+    let plain = adapter("plain", &starttls, "none", &[]);
+
+    let order = shop
+        .order(
+            "c-1",
+            "GA",
+            1,
+            "test:approve",
+            contact("eva@example.com", "Eva", "en"),
+        )
+        .await;
+    shop.settled(std::slice::from_ref(&order)).await;
+    let by_starttls = received(&starttls, 1).await;
+    let by_smtps = received(&smtps, 1).await;
+    for mail in [&by_starttls[0], &by_smtps[0]] {
+        assert_eq!(mail.to, "eva@example.com");
+        assert!(mail.text.contains("Eva"), "{}", mail.text);
+        assert_eq!(mail.attachments.len(), 1);
+    }
+    // The one that does not trust the CA never gets past the handshake: parked after its two
+    // attempts; the plain one is refused by the server (530, STARTTLS first): parked at once.
+    let mut details = Vec::new();
+    for (adapter, what) in [(&untrusting, "untrusting"), (&plain, "plain")] {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while adapter.metric("boxoffice_email_parked").await != Some(1.0) {
+            assert!(
+                Instant::now() < deadline,
+                "the {what} adapter never parked its send"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut operator = MailClient::new(channel(adapter.field("grpc")).await);
+        let parked = operator
+            .list_parked(keyed(v1::ListParkedRequest { page_size: 0 }, OPERATOR))
+            .await
+            .unwrap()
+            .into_inner()
+            .sends;
+        assert_eq!(parked.len(), 1, "{parked:?}");
+        details.push((parked[0].attempts, parked[0].detail.clone()));
+    }
+    assert_eq!(details[0].0, 2, "{details:?}");
+    assert!(
+        details[0].1.to_lowercase().contains("certificate"),
+        "{details:?}"
+    );
+    assert!(details[1].1.contains("530"), "{details:?}");
+    assert_eq!(
+        starttls.messages().len(),
+        1,
+        "nothing but the trusting adapter's email"
+    );
+    stop_boxoffice(server).await;
 }

@@ -366,50 +366,72 @@ fn without_reentry_nobody_is_let_out() {
 }
 
 #[test]
-fn a_ticket_has_at_most_max_scans_entries_and_exits_together() {
+fn a_ticket_has_at_most_max_scans_entries_and_exits_together_and_may_always_leave() {
     let (mut inv, _, tickets) = paid_with_reentry();
     let t = &tickets[1];
     let mut now = T0;
-    for i in 0..MAX_SCANS_PER_TICKET / 2 {
+    for i in 0..MAX_SCANS_PER_TICKET / 2 - 1 {
         now += 1;
         inv.check_in(&scan(t, "g", &format!("in-{i}")), now)
             .unwrap();
         inv.check_out(&scan(t, "g", &format!("out-{i}")), now)
             .unwrap();
     }
+    // The 63rd scan lets it in, an offline scan uploaded late is the 64th (a conflict) ...
+    inv.check_in(&scan(t, "g", "in-last"), now + 1).unwrap();
+    let late = inv
+        .upload_scans(&[(scan(t, "h", "offline"), now + 1)], now + 2)
+        .unwrap();
+    assert!(matches!(late.answer[0], Ok(ScanOutcome::Conflict { .. })));
+    // ... and it may still leave, but not come back.
+    inv.check_out(&scan(t, "g", "out-last"), now + 3).unwrap();
     let before = inv.check_in_stats();
     assert!(matches!(
-        inv.check_in(&scan(t, "g", "one-more"), now + 1),
+        inv.check_in(&scan(t, "g", "one-more"), now + 4),
         Err(Rejection::CheckInLimit(_))
     ));
     assert_eq!(inv.check_in_stats(), before);
-    assert_eq!((before.admitted, before.exits, before.inside), (32, 32, 0));
+    assert_eq!(
+        (
+            before.admitted,
+            before.conflicts,
+            before.exits,
+            before.inside
+        ),
+        (32, 1, 32, 0)
+    );
     inv.audit();
 }
 
 #[test]
-fn an_offline_scan_of_a_ticket_that_left_lets_it_in_again() {
+fn an_offline_scan_made_before_a_ticket_left_conflicts_and_one_made_after_lets_it_in_again() {
     let (mut inv, _, tickets) = paid_with_reentry();
     let t = &tickets[2];
     inv.check_in(&scan(t, "north", "in-1"), T0 + 10).unwrap();
     inv.check_out(&scan(t, "north", "out-1"), T0 + 20).unwrap();
-    // Scanned offline before the exit reached the server: taken at the exit's time at least.
+    // Uploaded after the exit: one made while the ticket was in (a duplicate at another gate),
+    // one made after it left, and one more after that.
     let d = inv
         .upload_scans(
             &[
                 (scan(t, "east", "off-1"), T0 + 15),
-                (scan(t, "west", "off-2"), T0 + 16),
+                (scan(t, "west", "off-2"), T0 + 25),
+                (scan(t, "west", "off-3"), T0 + 26),
             ],
             T0 + 40,
         )
         .unwrap();
     let outcomes: Vec<ScanOutcome> = d.answer.into_iter().map(Result::unwrap).collect();
-    assert!(matches!(&outcomes[0], ScanOutcome::Admitted(a) if a.at_ms == T0 + 20));
-    assert!(matches!(&outcomes[1], ScanOutcome::Conflict { first } if first.scan_id == "off-1"));
+    assert!(
+        matches!(&outcomes[0], ScanOutcome::Conflict { first } if first.scan_id == "in-1"),
+        "{outcomes:?}"
+    );
+    assert!(matches!(&outcomes[1], ScanOutcome::Admitted(a) if a.at_ms == T0 + 25));
+    assert!(matches!(&outcomes[2], ScanOutcome::Conflict { first } if first.scan_id == "off-2"));
     let stats = inv.check_in_stats();
     assert_eq!(
         (stats.admitted, stats.conflicts, stats.exits, stats.inside),
-        (2, 1, 1, 1)
+        (2, 2, 1, 1)
     );
     inv.audit();
 }

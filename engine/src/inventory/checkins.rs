@@ -118,8 +118,19 @@ impl TicketScans {
             .find(|e| e.scan_id == entry.scan_id && e.gate == entry.gate)
     }
 
+    /// The latest time among its scans.
     fn last_at_ms(&self) -> u64 {
-        self.scans.last().map_or(0, |e| e.at_ms)
+        self.scans.iter().map(|e| e.at_ms).max().unwrap_or(0)
+    }
+
+    /// When it last left; 0 if never.
+    fn last_exit_ms(&self) -> u64 {
+        self.scans
+            .iter()
+            .filter(|e| e.kind == ScanKind::Exit)
+            .map(|e| e.at_ms)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -219,9 +230,9 @@ impl Inventory {
             return Err(Rejection::NotCheckedIn(scan.ticket_id));
         }
         let at_ms = now_ms.max(recorded.last_at_ms());
-        let pending = Pending::default();
-        self.scan_room(scan.ticket_id, &pending)?;
-        self.gate_room(&scan.gate, &pending)?;
+        // A ticket in may always leave, past `MAX_SCANS_PER_TICKET` too: an exit follows an
+        // entry, and entries are bounded, so a ticket holds at most one scan more than the bound.
+        self.gate_room(&scan.gate, &Pending::default())?;
         let record = Record::ScansRecorded {
             scans: vec![scan_record(scan, at_ms, ScanKind::Exit)],
         };
@@ -378,6 +389,10 @@ impl Inventory {
         }
         match recorded {
             Some(r) if r.inside => Ok(Judged::AlreadyIn(r.admission.clone())),
+            // Left (re-entry allowed), but this scan was made before it left: an offline scan
+            // uploaded late cannot be its next entry; it conflicts with the admission it came
+            // after.
+            Some(r) if at_ms < r.last_exit_ms() => Ok(Judged::AlreadyIn(r.admission.clone())),
             // Never in, or left with re-entry allowed (only then is a ticket out again).
             _ => Ok(Judged::New(Admission {
                 ticket_id: scan.ticket_id,
@@ -545,7 +560,7 @@ impl Inventory {
         let mut counts: HashMap<&str, (u64, u64, u64)> = HashMap::default();
         for (id, scans) in self.admissions.iter() {
             assert!(self.ticket_index.get(id).is_some(), "admitted ticket {id}");
-            assert!(scans.scans.len() <= MAX_SCANS_PER_TICKET, "ticket {id}");
+            assert!(scans.scans.len() <= MAX_SCANS_PER_TICKET + 1, "ticket {id}");
             assert_eq!(scans.scans[0].kind, ScanKind::Entry, "ticket {id}");
             // Replayed in order, the scans must leave the ticket where it is, last let in by
             // its admission.
