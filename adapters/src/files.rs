@@ -177,7 +177,15 @@ impl Bucket {
         }
         install_tls_provider();
         let mut builder = builder.with_bucket_name(&settings.bucket);
-        if let Some(endpoint) = &settings.endpoint {
+        // The flag, else what the environment gave the builder (`AWS_ENDPOINT_URL_S3`,
+        // `AWS_ENDPOINT`): the same rule for plain HTTP either way.
+        let endpoint = settings.endpoint.clone().or_else(|| {
+            use object_store::aws::AmazonS3ConfigKey as Key;
+            builder
+                .get_config_value(&Key::S3Endpoint)
+                .or_else(|| builder.get_config_value(&Key::Endpoint))
+        });
+        if let Some(endpoint) = &endpoint {
             match http_to_loopback(endpoint) {
                 Some(true) => builder = builder.with_allow_http(true),
                 Some(false) => {
@@ -192,10 +200,7 @@ impl Bucket {
         if let Some(region) = &settings.region {
             builder = builder.with_region(region);
         }
-        let endpoint = settings
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| "AWS".to_string());
+        let endpoint = endpoint.unwrap_or_else(|| "AWS".to_string());
         let store = builder.build().map_err(|e| {
             invalid(format!(
                 "S3 bucket `{}` at {endpoint}: {e}",
@@ -265,13 +270,38 @@ impl Bucket {
             "cannot be listed"
         };
         Err(FileError::Io(format!(
-            "S3 bucket `{name}` at {endpoint}: {why}: {e}"
+            "S3 bucket `{name}` at {endpoint}: {why}: {}",
+            s3_answer(&e)
         )))
     }
 
     /// `s3://bucket/prefix`, for logs.
     pub fn url(&self) -> String {
         format!("s3://{}/{}", self.name, self.prefix)
+    }
+}
+
+/// What an S3 error says, for a log: its code and message when it quotes S3's answer, else the
+/// error cut short. Never the rest of the answer: on a signature mismatch S3 echoes the signed
+/// request, which holds the session token.
+fn s3_answer(e: &str) -> String {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = e.find(&open)? + open.len();
+        let end = e[start..].find(&format!("</{name}>"))? + start;
+        Some(e[start..end].to_string())
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code,
+        _ => {
+            let cut = e.find('<').unwrap_or(e.len()).min(300);
+            let head = e
+                .char_indices()
+                .take_while(|(i, _)| *i < cut)
+                .map(|(_, c)| c);
+            head.collect()
+        }
     }
 }
 
@@ -447,6 +477,21 @@ mod tests {
 
     const EVENT: &str = "0190a5c8-0000-7000-8000-000000000001";
     const ORDER: &str = "0190a5c8-0000-7000-8000-000000000002";
+
+    #[test]
+    fn an_s3_answer_is_logged_as_its_code_and_message_only() {
+        let e = "Generic S3 error: Error performing list request: Client error with status \
+                 403 Forbidden: <?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code>\
+                 <Message>The request signature does not match</Message><CanonicalRequest>GET\n\
+                 x-amz-security-token:SECRET-SESSION-TOKEN</CanonicalRequest></Error>";
+        let said = s3_answer(e);
+        assert_eq!(
+            said,
+            "SignatureDoesNotMatch: The request signature does not match"
+        );
+        assert_eq!(s3_answer("connection refused"), "connection refused");
+        assert!(!s3_answer(&format!("{} <x>SECRET", "a".repeat(400))).contains("SECRET"));
+    }
 
     #[test]
     fn locations_read_back_as_written() {
