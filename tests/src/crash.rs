@@ -192,6 +192,20 @@ pub async fn run(child: &Path, data_dir: &Path, kills: u32, seed: u64) -> Result
             }
         }
         engine.shutdown().await;
+        // A long soak says how far it got, so that a run cut short still tells.
+        if (round + 1) % 50 == 0 {
+            println!(
+                "after {} kills: {} holds, {} confirms and {} releases acknowledged, none lost; \
+                 recovery p50 {} ms, max {} ms; {} records at most",
+                round + 1,
+                fates.len(),
+                fates.values().filter(|f| f.confirmed.is_some()).count(),
+                fates.values().filter(|f| f.released).count(),
+                report.recovery_ms_p50,
+                report.recovery_ms_max,
+                report.records_max
+            );
+        }
     }
     report.holds_acknowledged = fates.len();
     report.confirms_acknowledged = fates.values().filter(|f| f.confirmed.is_some()).count();
