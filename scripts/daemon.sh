@@ -23,11 +23,36 @@ wait_for_port() {
     return 1
 }
 
-# stop_pid_file PID_FILE: SIGTERM to its process (woken first if stopped), SIGKILL after 10 s;
-# the file removed. Nothing if there is no file.
+# ours PID_FILE PATTERN: whether the file names a live process whose command line has PATTERN
+# (not some later process that reused a dead server's pid).
+ours() {
+    local pid_file=$1 pattern=$2 pid
+    [[ -f $pid_file ]] || return 1
+    pid=$(cat "$pid_file")
+    [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$pattern"
+}
+
+# refuse_running NAME PID_FILE PATTERN: fails if the server of PID_FILE still runs (a second
+# start would orphan it); forgets a stale file.
+refuse_running() {
+    local name=$1 pid_file=$2 pattern=$3
+    if ours "$pid_file" "$pattern"; then
+        echo "$name already runs (pid $(cat "$pid_file"), $pid_file): stop it first" >&2
+        return 1
+    fi
+    rm -f "$pid_file"
+}
+
+# stop_pid_file PID_FILE PATTERN: SIGTERM to its process (woken first if stopped), SIGKILL after
+# 10 s, if it is still the server (PATTERN in its command line); the file removed. Nothing if
+# there is no file.
 stop_pid_file() {
-    local pid_file=$1 pid
+    local pid_file=$1 pattern=$2 pid
     [[ -f $pid_file ]] || return 0
+    if ! ours "$pid_file" "$pattern"; then
+        rm -f "$pid_file"
+        return 0
+    fi
     pid=$(cat "$pid_file")
     kill -CONT "$pid" 2>/dev/null || true
     kill "$pid" 2>/dev/null || true

@@ -27,6 +27,7 @@ case $action in
 start)
     [[ $# -ge 4 && $# -le 5 ]] || usage
     [[ -x $s3s ]] || { echo "s3: $s3s is not built; run scripts/setup.sh" >&2; exit 1; }
+    refuse_running s3s-fs "$dir/s3.pid" s3s-fs
     port=${5:-$(free_port)}
     mkdir -p "$dir/data"
     # The keys as flags: a test server's, visible to this host's users only.
@@ -37,7 +38,7 @@ start)
     echo "s3=http://127.0.0.1:$port"
     ;;
 stop)
-    stop_pid_file "$dir/s3.pid"
+    stop_pid_file "$dir/s3.pid" s3s-fs
     ;;
 *) usage ;;
 esac

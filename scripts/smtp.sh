@@ -42,6 +42,7 @@ case $action in
 start)
     python3 -c 'import aiosmtpd' 2>/dev/null ||
         { echo "smtp: aiosmtpd is not installed; run scripts/setup.sh" >&2; exit 1; }
+    refuse_running aiosmtpd "$dir/smtp.pid" aiosmtpd
     port=${3:-$(free_port)}
     mkdir -p "$dir/maildir/tmp" "$dir/maildir/new" "$dir/maildir/cur"
     tls=()
@@ -68,7 +69,7 @@ start)
     [[ -z ${SMTP_TLS:-} ]] || echo "ca=$dir/tls/ca.pem"
     ;;
 stop)
-    stop_pid_file "$dir/smtp.pid"
+    stop_pid_file "$dir/smtp.pid" aiosmtpd
     ;;
 *) usage ;;
 esac
