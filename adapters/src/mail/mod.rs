@@ -363,13 +363,6 @@ impl Adapter {
             counter!("boxoffice_email_skipped_total", "why" => "no_address").increment(1);
             return Ok(Done::Settled);
         };
-        // Tickets rendered after their order was refunded (the two arrive on different topics)
-        // are void: the buyer gets the refund notice only.
-        if job.kind == "tickets" && self.ledger.refunded(&job.order_id)? {
-            tracing::info!(order = %job.order_id, "tickets of a refunded order not sent");
-            counter!("boxoffice_email_skipped_total", "why" => "refunded").increment(1);
-            return Ok(Done::Settled);
-        }
         let send = Send {
             order_id: job.order_id,
             event_id: job.event_id,
@@ -423,8 +416,9 @@ impl Adapter {
         if !expect.contains(&recorded.as_ref().map(|s| s.state)) {
             return Ok(Done::Settled);
         }
-        // A refund read since the send was asked for (or before a resumed one) voids its
-        // tickets: never sent after the refund notice.
+        // Tickets of a refunded order are void (the refund and the tickets arrive on different
+        // topics, in either order): never sent after the refund notice, whether this send is
+        // new, resumed or an operator's.
         if carries_tickets(&send.kind) && self.ledger.refunded(&send.order_id)? {
             counter!("boxoffice_email_skipped_total", "why" => "refunded").increment(1);
             return match recorded {

@@ -385,6 +385,17 @@ impl Shop {
         }
     }
 
+    /// Refunds `order`, for `reason`.
+    async fn refund(&mut self, order: &v1::Order, reason: &str) {
+        let request = v1::RefundOrderRequest {
+            event_id: order.event_id.clone(),
+            order_id: order.order_id.clone(),
+            reason: reason.into(),
+            idempotency_key: String::new(),
+        };
+        self.admin.refund_order(keyed(request, KEY)).await.unwrap();
+    }
+
     async fn scan(
         &mut self,
         token: &str,
@@ -697,18 +708,7 @@ async fn a_ticket_goes_from_confirm_to_the_inbox_to_the_gate_once() {
     assert_eq!((stats.admitted, stats.conflicts), (2, 0));
 
     // A refunded order's tickets are refused at the gate, and its buyer is told.
-    shop.admin
-        .refund_order(keyed(
-            v1::RefundOrderRequest {
-                event_id: ana.event_id.clone(),
-                order_id: ana.order_id.clone(),
-                reason: "the buyer cannot come".into(),
-                idempotency_key: String::new(),
-            },
-            KEY,
-        ))
-        .await
-        .unwrap();
+    shop.refund(&ana, "the buyer cannot come").await;
     let void = shop
         .scan(&ana.tickets[0].token, "gate-a", "scan-3")
         .await
@@ -1085,26 +1085,8 @@ async fn an_email_the_smtp_server_keeps_refusing_is_parked_and_sent_once_on_retr
 
     // The parked order is refunded: its tickets are void, and an operator's retry of them is
     // refused (the refund notice to the same refusing address is parked in its turn).
-    shop.admin
-        .refund_order(keyed(
-            v1::RefundOrderRequest {
-                event_id: refused_order.event_id.clone(),
-                order_id: refused_order.order_id.clone(),
-                reason: "refused address".into(),
-                idempotency_key: String::new(),
-            },
-            KEY,
-        ))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while email_adapter.metric("boxoffice_email_parked").await != Some(3.0) {
-        assert!(
-            Instant::now() < deadline,
-            "the refund notice was never parked"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    shop.refund(&refused_order, "refused address").await;
+    parked_sends(&email_adapter, &mut operator, 3, "the refund notice").await;
     let void = operator
         .retry_send(keyed(
             v1::RetrySendRequest {
@@ -1146,18 +1128,7 @@ async fn tickets_rendered_after_their_order_was_refunded_are_not_sent() {
         .await;
     let paid = shop.settled(std::slice::from_ref(&order)).await;
     assert_eq!(paid[0].status, v1::OrderStatus::Paid as i32);
-    shop.admin
-        .refund_order(keyed(
-            v1::RefundOrderRequest {
-                event_id: order.event_id.clone(),
-                order_id: order.order_id.clone(),
-                reason: "event moved".into(),
-                idempotency_key: String::new(),
-            },
-            KEY,
-        ))
-        .await
-        .unwrap();
+    shop.refund(&order, "event moved").await;
     let mail = received(&smtp, 1).await;
     assert!(mail[0].subject.contains("refunded"), "{}", mail[0].subject);
 
@@ -1460,21 +1431,8 @@ async fn email_goes_out_over_starttls_or_smtps_only_to_a_server_it_trusts() {
     // attempts; the plain one is refused by the server (530, STARTTLS first): parked at once.
     let mut details = Vec::new();
     for (adapter, what) in [(&untrusting, "untrusting"), (&plain, "plain")] {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while adapter.metric("boxoffice_email_parked").await != Some(1.0) {
-            assert!(
-                Instant::now() < deadline,
-                "the {what} adapter never parked its send"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         let mut operator = MailClient::new(channel(adapter.field("grpc")).await);
-        let parked = operator
-            .list_parked(keyed(v1::ListParkedRequest { page_size: 0 }, OPERATOR))
-            .await
-            .unwrap()
-            .into_inner()
-            .sends;
+        let parked = parked_sends(adapter, &mut operator, 1, what).await;
         assert_eq!(parked.len(), 1, "{parked:?}");
         details.push((parked[0].attempts, parked[0].detail.clone()));
     }

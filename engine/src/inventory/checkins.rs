@@ -106,16 +106,11 @@ pub(super) struct TicketScans {
 }
 
 impl TicketScans {
-    fn find(&self, scan: &Scan) -> Option<&ScanEntry> {
+    /// The scan recorded with `scan_id` at `gate`, if any.
+    fn find(&self, scan_id: &str, gate: &str) -> Option<&ScanEntry> {
         self.scans
             .iter()
-            .find(|e| e.scan_id == scan.scan_id && e.gate == scan.gate)
-    }
-
-    fn find_entry(&self, entry: &ScanEntry) -> Option<&ScanEntry> {
-        self.scans
-            .iter()
-            .find(|e| e.scan_id == entry.scan_id && e.gate == entry.gate)
+            .find(|e| e.scan_id == scan_id && e.gate == gate)
     }
 
     /// The latest time among its scans.
@@ -217,7 +212,7 @@ impl Inventory {
         let Some(recorded) = self.admissions.get(&scan.ticket_id) else {
             return Err(Rejection::NotCheckedIn(scan.ticket_id));
         };
-        if let Some(e) = recorded.find(scan) {
+        if let Some(e) = recorded.find(&scan.scan_id, &scan.gate) {
             return match e.kind {
                 ScanKind::Exit => Ok(Decision {
                     record: None,
@@ -355,7 +350,7 @@ impl Inventory {
             });
         }
         if let Some(r) = recorded {
-            match r.find(scan) {
+            match r.find(&scan.scan_id, &scan.gate) {
                 Some(e) if e.kind == ScanKind::Entry => {
                     return Ok(Judged::Repeat {
                         first: Admission {
@@ -504,7 +499,7 @@ impl Inventory {
                 continue;
             };
             assert!(
-                scans.find_entry(&entry).is_none(),
+                scans.find(&entry.scan_id, &entry.gate).is_none(),
                 "scan {} of ticket {} recorded twice",
                 s.scan_id,
                 s.ticket_id
