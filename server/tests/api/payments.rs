@@ -364,7 +364,13 @@ async fn payment_results_apply_once_across_an_engine_killed_while_consuming_them
         }
         paid
     };
+    // Every result, the repeats too, is taken once the engine's group has committed past it: a
+    // result applied twice has written its order event by then.
+    every_result_committed(&broker, "boxoffice-engine").await;
     // Everything the engine will publish is on the topic once its outbox is empty: read it all.
+    // The gauge is sampled every 100 ms; one taken before the last results were applied could
+    // still say 0.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while server.metric("boxoffice_outbox_pending_entries").await != 0.0 {
         assert!(Instant::now() < deadline, "the outbox never drained");
@@ -400,5 +406,44 @@ async fn payment_results_apply_once_across_an_engine_killed_while_consuming_them
             issued.len()
         );
         assert_eq!(issued[0], tickets[&order], "seed {seed}");
+    }
+}
+
+/// Waits until `group` has committed offsets at the end of every partition of the payments topic.
+async fn every_result_committed(broker: &Broker, group: &str) {
+    use kafka::rdkafka::consumer::Consumer;
+    use kafka::rdkafka::{Offset, TopicPartitionList};
+    // A consumer that never subscribes does not join the group; it only reads its offsets.
+    let consumer = kafka::consumer(&broker.addr, group, &BTreeMap::new()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let partitions =
+            kafka::partition_count(&consumer, PAYMENTS, Duration::from_secs(5)).unwrap() as i32;
+        let mut list = TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition(PAYMENTS, p);
+        }
+        let committed = consumer
+            .committed_offsets(list, Duration::from_secs(5))
+            .unwrap();
+        let behind: i64 = (0..partitions)
+            .map(|p| {
+                let (_, high) = consumer
+                    .fetch_watermarks(PAYMENTS, p, Duration::from_secs(5))
+                    .unwrap();
+                match committed.find_partition(PAYMENTS, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(at)) => high - at,
+                    _ => high,
+                }
+            })
+            .sum();
+        if behind == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{behind} payment results still not committed by {group}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
