@@ -1,16 +1,18 @@
 //! The crash harness: runs the engine under load in a child process (`crash-child`), kills it with
-//! SIGKILL at a random moment, reopens the same sled directory and checks that every change the
-//! child acknowledged before the kill is there and that the invariants hold. Repeats on the same
-//! directory, so each round also recovers everything the earlier rounds left.
+//! SIGKILL at a random moment (now and then while it is still recovering), reopens the same sled
+//! directory and checks that every change the child acknowledged before the kill is there and that
+//! the invariants hold. Repeats on the same directory, so each round also recovers everything the
+//! earlier rounds left.
 //!
 //! The child prints one line per fact, always after the fact:
 //! - `READY <event>` once the engine is open and the event exists;
-//! - `H <hold>` after a reservation was acknowledged;
+//! - `H <hold> <expires at, unix ms>` after a reservation was acknowledged;
 //! - `c <hold>` / `r <hold>` before it asks to confirm / release a hold;
 //! - `C <hold> <order>` / `R <hold>` after the confirm / release was acknowledged.
 //!
 //! A pipe keeps what was written before the kill, so every `H`, `C` and `R` line read back is an
-//! acknowledgement the engine must honour after restart.
+//! acknowledgement the engine must honour after restart. A hold nobody confirmed or released may
+//! be gone only once its deadline has passed (expired); gone earlier, it was lost.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -24,18 +26,25 @@ use uuid::Uuid;
 
 #[derive(Default, Debug, Clone)]
 struct Fate {
+    expires_at_ms: u64,
     confirm_asked: bool,
     release_asked: bool,
     confirmed: Option<OrderId>,
     released: bool,
+    /// Gone by its deadline, seen after a restart.
+    expired: bool,
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct CrashReport {
     pub kills: u32,
+    /// Kills before the child said READY: during its recovery (or its start).
+    pub kills_while_starting: u32,
     pub holds_acknowledged: usize,
     pub confirms_acknowledged: usize,
     pub releases_acknowledged: usize,
+    /// Holds nobody confirmed or released, found gone after their deadline.
+    pub holds_expired: usize,
     pub recovery_ms_max: u128,
     /// The median time to reopen after a kill.
     pub recovery_ms_p50: u128,
@@ -85,12 +94,19 @@ pub async fn run(child: &Path, data_dir: &Path, kills: u32, seed: u64) -> Result
             }
             lines
         });
-        if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
+        // One round in ten (once the event exists) kills the child within 300 ms of its start,
+        // most often while it is still recovering what earlier rounds left.
+        if event.is_some() && rng.u32(0..10) == 0 {
+            let within = Duration::from_millis(rng.u64(1..300));
+            if ready_rx.recv_timeout(within).is_err() {
+                report.kills_while_starting += 1;
+            }
+        } else if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
             let _ = process.kill();
             bail!("round {round}: the child never became ready");
+        } else {
+            std::thread::sleep(Duration::from_millis(rng.u64(30..400)));
         }
-        let load_ms = rng.u64(30..400);
-        std::thread::sleep(Duration::from_millis(load_ms));
         process.kill().context("SIGKILL the child")?;
         let status = process.wait()?;
         ensure!(
@@ -111,8 +127,13 @@ pub async fn run(child: &Path, data_dir: &Path, kills: u32, seed: u64) -> Result
                 }
                 "H" => {
                     let hold = HoldId(parse_id(words.next())?);
+                    let expires_at_ms = words.next().context("H without a deadline")?.parse()?;
+                    let fate = Fate {
+                        expires_at_ms,
+                        ..Fate::default()
+                    };
                     ensure!(
-                        fates.insert(hold, Fate::default()).is_none(),
+                        fates.insert(hold, fate).is_none(),
                         "hold {hold} acknowledged twice"
                     );
                 }
@@ -148,6 +169,9 @@ pub async fn run(child: &Path, data_dir: &Path, kills: u32, seed: u64) -> Result
             .audit()
             .await
             .with_context(|| format!("round {round}: audit"))?;
+        // Read after the audit, which releases the holds due first: a hold the engine expired had
+        // its deadline before now.
+        let now_ms = crate::now_ms();
         report.records_max = report.records_max.max(audit.applied_records);
         for tier in &audit.summary.tiers {
             ensure!(
@@ -174,33 +198,41 @@ pub async fn run(child: &Path, data_dir: &Path, kills: u32, seed: u64) -> Result
                     order.map(|o| o.0) == Some(acked),
                     "round {round}: acknowledged order {acked} of hold {hold} lost"
                 );
-            } else if fate.released {
+            } else if fate.released || fate.expired {
                 ensure!(
                     !is_live && order.is_none(),
-                    "round {round}: released hold {hold} came back"
+                    "round {round}: ended hold {hold} came back"
                 );
             } else if !fate.confirm_asked && !fate.release_asked {
-                ensure!(is_live, "round {round}: acknowledged hold {hold} lost");
+                ensure!(
+                    is_live || now_ms >= fate.expires_at_ms,
+                    "round {round}: acknowledged hold {hold} lost {} ms before its deadline",
+                    fate.expires_at_ms - now_ms
+                );
             }
         }
         // What the engine kept is now the truth for the unacknowledged requests too.
         for (hold, fate) in fates.iter_mut() {
             if let Some((order, _)) = orders.get(hold) {
                 fate.confirmed = Some(*order);
-            } else if !live.contains(hold) {
-                fate.released = true;
+            } else if !live.contains(hold) && !fate.released && !fate.expired {
+                // Gone without an order: released if that was asked, expired otherwise.
+                fate.released = fate.release_asked;
+                fate.expired = !fate.release_asked;
             }
         }
         engine.shutdown().await;
         // A long soak says how far it got, so that a run cut short still tells.
         if (round + 1) % 50 == 0 {
             println!(
-                "after {} kills: {} holds, {} confirms and {} releases acknowledged, none lost; \
-                 recovery p50 {} ms, max {} ms; {} records at most",
+                "after {} kills ({} while starting): {} holds, {} confirms and {} releases acknowledged, {} holds \
+                 expired, none lost; recovery p50 {} ms, max {} ms; {} records at most",
                 round + 1,
+                report.kills_while_starting,
                 fates.len(),
                 fates.values().filter(|f| f.confirmed.is_some()).count(),
                 fates.values().filter(|f| f.released).count(),
+                fates.values().filter(|f| f.expired).count(),
                 report.recovery_ms_p50,
                 report.recovery_ms_max,
                 report.records_max
@@ -210,5 +242,6 @@ pub async fn run(child: &Path, data_dir: &Path, kills: u32, seed: u64) -> Result
     report.holds_acknowledged = fates.len();
     report.confirms_acknowledged = fates.values().filter(|f| f.confirmed.is_some()).count();
     report.releases_acknowledged = fates.values().filter(|f| f.released).count();
+    report.holds_expired = fates.values().filter(|f| f.expired).count();
     Ok(report)
 }

@@ -1,6 +1,8 @@
 //! The process the crash harness kills: opens the engine on the given directory, creates the test
 //! event if there is none, prints `READY <event>`, then reserves, confirms and releases from four
 //! tasks until it is killed, printing each acknowledgement after it arrives (see `tests::crash`).
+//! Holds last 1 to 20 s, so that those nobody confirms or releases end by expiry, the event's
+//! open holds stay bounded however many rounds a soak runs, and expiry is killed too.
 //!
 //! Usage: crash-child <data-dir> <seed>
 
@@ -13,6 +15,9 @@ use engine::inventory::{ConfirmRequest, Hold, ReleaseRequest};
 use tests::{
     config_in, event, ga_tier, reserve_best, reserve_ga, reserve_seats, seat_in, seated_tier,
 };
+
+/// How long the child's holds last, ms.
+const HOLD_TTL_MS: std::ops::Range<u64> = 1_000..20_000;
 
 fn say(text: &str) {
     // One write per batch of lines; a pipe write is never reordered with a later one.
@@ -62,19 +67,24 @@ async fn main() -> Result<()> {
                 match rng.u32(0..10) {
                     0..=4 => {
                         let batch: Vec<_> = (0..rng.u32(1..64))
-                            .map(|i| reserve_ga(&format!("{customer}-{i}"), "GA", rng.u32(1..=4)))
+                            .map(|i| {
+                                let mut request =
+                                    reserve_ga(&format!("{customer}-{i}"), "GA", rng.u32(1..=4));
+                                request.hold_ttl_ms = Some(rng.u64(HOLD_TTL_MS));
+                                request
+                            })
                             .collect();
                         if let Ok(answers) = handle.reserve_many(batch).await {
                             let mut text = String::new();
                             for hold in answers.into_iter().flatten() {
-                                text.push_str(&format!("H {}\n", hold.id));
+                                text.push_str(&format!("H {} {}\n", hold.id, hold.expires_at_ms));
                                 mine.push(hold);
                             }
                             say(&text);
                         }
                     }
                     5 | 6 => {
-                        let request = if rng.bool() {
+                        let mut request = if rng.bool() {
                             reserve_best(&customer, "SEAT", rng.u32(1..=4))
                         } else {
                             let seats = (0..2)
@@ -82,8 +92,9 @@ async fn main() -> Result<()> {
                                 .collect();
                             reserve_seats(&customer, "SEAT", seats)
                         };
+                        request.hold_ttl_ms = Some(rng.u64(HOLD_TTL_MS));
                         if let Ok(hold) = handle.reserve(request).await {
-                            say(&format!("H {}\n", hold.id));
+                            say(&format!("H {} {}\n", hold.id, hold.expires_at_ms));
                             mine.push(hold);
                         }
                     }
