@@ -36,8 +36,12 @@ pub enum StorageError {
 }
 
 impl From<std::io::Error> for StorageError {
+    /// sled prefixes the operating system's error with the source locations it passed through
+    /// (`sled:<path>/heap.rs:907 -> ... -> No space left on device (os error 28)`); callers get
+    /// the operating system's words only.
     fn from(e: std::io::Error) -> Self {
-        StorageError::Io(e.to_string())
+        let text = e.to_string();
+        StorageError::Io(text.rsplit(" -> ").next().unwrap_or(&text).to_string())
     }
 }
 
@@ -125,6 +129,44 @@ const LEAF_FANOUT: usize = 4;
 /// flush at level 3, 1.1–1.2 ms at -5).
 const ZSTD_LEVEL: i32 = -5;
 
+/// Guards against a data-losing step of sled 1.0.0-alpha.124's open. sled opens a database by
+/// writing the metadata it recovered (its snapshot and every later log) into a snapshot named
+/// after the last of them, removing those, then creating a new empty log. A process killed
+/// before that new log exists leaves a snapshot and no later log; sled's next open then writes
+/// its snapshot under the same name and removes "the old one", which is the one just written:
+/// the open after that finds no metadata and every segment is gone (`tree had no minimum
+/// node`). An empty later log makes that next open name its snapshot anew.
+fn keep_sled_metadata(dir: &Path) -> Result<(), StorageError> {
+    let metadata = dir.join("metadata");
+    let entries = match std::fs::read_dir(&metadata) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let (mut snapshot, mut log) = (None::<u64>, None::<u64>);
+    for entry in entries {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let id = |prefix: &str| u64::from_str_radix(name.strip_prefix(prefix)?, 16).ok();
+        if let Some(id) = id("snapshot_") {
+            snapshot = snapshot.max(Some(id));
+        } else if let Some(id) = id("log_") {
+            log = log.max(Some(id));
+        }
+    }
+    let Some(snapshot) = snapshot else {
+        return Ok(());
+    };
+    if log.is_some_and(|log| log > snapshot) {
+        return Ok(());
+    }
+    let path = metadata.join(format!("log_{:016x}", snapshot + 1));
+    File::create(&path)?.sync_all()?;
+    File::open(&metadata)?.sync_all()?;
+    tracing::warn!(path = %path.display(), "sled's metadata had a snapshot and no later log (a process was killed while opening it); added an empty log so that opening it keeps the snapshot");
+    Ok(())
+}
+
 /// [`LogStore`] on sled 1.0.0-alpha.124, whose `flush` writes and fsyncs its files. Clones share
 /// the database.
 #[derive(Clone)]
@@ -140,6 +182,7 @@ pub struct SledLog {
 impl SledLog {
     pub fn open(dir: &Path, cache_capacity_mib: u64) -> Result<SledLog, StorageError> {
         std::fs::create_dir_all(dir)?;
+        keep_sled_metadata(dir)?;
         let db: sled::Db<LEAF_FANOUT> = sled::Config::new()
             .path(dir)
             .cache_capacity_bytes((cache_capacity_mib as usize) << 20)
@@ -575,6 +618,56 @@ mod tests {
         let firsts: Vec<u64> = log.segments(a).unwrap().iter().map(|s| s.0).collect();
         // [0,3) and [3,5) end before 6; [5,9) straddles it and stays.
         assert_eq!(firsts, vec![5]);
+    }
+
+    /// The files of sled's metadata store: `(snapshot ids, log ids)`.
+    fn metadata_files(log_dir: &Path) -> (Vec<u64>, Vec<u64>) {
+        let (mut snapshots, mut logs) = (Vec::new(), Vec::new());
+        for entry in std::fs::read_dir(log_dir.join("metadata")).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let id = |prefix: &str| u64::from_str_radix(name.strip_prefix(prefix)?, 16).ok();
+            if let Some(id) = id("snapshot_") {
+                snapshots.push(id);
+            } else if let Some(id) = id("log_") {
+                logs.push(id);
+            }
+        }
+        snapshots.sort_unstable();
+        logs.sort_unstable();
+        (snapshots, logs)
+    }
+
+    /// sled 1.0.0-alpha.124 opens a database by writing its metadata into a new snapshot,
+    /// removing the logs, then making a new empty log. Killed between the last two steps, it
+    /// leaves a snapshot and no log; the next open then wrote the snapshot under its own name and
+    /// removed it as the old one, so the open after that found no metadata ("tree had no minimum
+    /// node", every segment gone). Seen in the crash soak after 77 kills.
+    #[test]
+    fn a_kill_between_sleds_metadata_snapshot_and_its_new_log_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = EventId(Uuid::from_u128(7));
+        let segment = finish_segment(0, &[]);
+        {
+            let log = SledLog::open(dir.path(), 16).unwrap();
+            log.write_segment(event, 0, &segment).unwrap();
+            log.flush().unwrap();
+        }
+        // An open that writes nothing: its log stays empty, as if never made.
+        drop(SledLog::open(dir.path(), 16).unwrap());
+        let (snapshots, logs) = metadata_files(dir.path());
+        assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        let empty = dir
+            .path()
+            .join("metadata")
+            .join(format!("log_{:016x}", logs[0]));
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+        std::fs::remove_file(&empty).unwrap();
+        for _ in 0..3 {
+            let log = SledLog::open(dir.path(), 16).unwrap();
+            assert_eq!(log.events().unwrap(), vec![event]);
+            assert_eq!(log.segments(event).unwrap(), vec![(0, segment.clone())]);
+        }
     }
 
     #[test]
