@@ -193,6 +193,8 @@ pub struct EventState {
     last_now_ms: u64,
     /// This event's share of `context.memory` as last reported.
     memory_reported: u64,
+    /// Records of this event known durable: the state in memory equals the disk's up to here.
+    durable_lsn: Arc<AtomicU64>,
 }
 
 pub fn wall_clock_ms() -> u64 {
@@ -264,10 +266,16 @@ impl EventState {
     ) {
         let count = std::mem::take(&mut self.frame_count);
         let first_lsn = self.inventory.applied() - u64::from(count);
-        let waiter: Option<Waiter> = reply.map(|(reply, permit)| -> Waiter {
+        let (durable_lsn, applied) = (self.durable_lsn.clone(), self.inventory.applied());
+        let waiter: Option<Waiter> = (reply.is_some() || count > 0).then(|| -> Waiter {
             Box::new(move |durable: Result<(), StorageError>| {
-                drop(permit);
-                let _ = reply.send(durable.map_err(Error::from).and(answer));
+                if durable.is_ok() {
+                    durable_lsn.fetch_max(applied, Ordering::Release);
+                }
+                if let Some((reply, permit)) = reply {
+                    drop(permit);
+                    let _ = reply.send(durable.map_err(Error::from).and(answer));
+                }
             })
         });
         self.context.commit.submit(
@@ -385,6 +393,89 @@ impl EventState {
         self.context.memory.report(&mut self.memory_reported, now);
     }
 
+    /// Every message once a write has failed (a full disk, an i/o error): every change is
+    /// refused with the failure, nothing is written (no expiry, no timer), and reads are answered
+    /// while the state in memory is the disk's, that is unless this event had changes in the
+    /// failed round or after it. Those were answered `STORAGE`, but whether they reached the disk
+    /// is known only after a restart, so such an event refuses reads too until then. (sled
+    /// refuses every read once a write has failed, so the state cannot be read back.)
+    fn after_failure(&mut self, message: EventMsg, failure: &StorageError) {
+        let refused = || Error::Storage(StorageError::Poisoned(failure.to_string()));
+        let now = self.now_ms();
+        let durable = self.durable_lsn.load(Ordering::Acquire);
+        let state = if self.inventory.applied() == durable {
+            Ok(&self.inventory)
+        } else {
+            Err(Error::Storage(StorageError::Poisoned(format!(
+                "{failure}; this event's latest changes may or may not be on disk, so it answers \
+                 reads again after a restart"
+            ))))
+        };
+        fn answer<T>(reply: Reply<T>, permit: OwnedSemaphorePermit, answer: Result<T, Error>) {
+            drop(permit);
+            let _ = reply.send(answer);
+        }
+        match message {
+            EventMsg::Reserve { permit, reply, .. } => answer(reply, permit, Err(refused())),
+            EventMsg::Confirm { permit, reply, .. } => answer(reply, permit, Err(refused())),
+            EventMsg::Release { permit, reply, .. } => answer(reply, permit, Err(refused())),
+            EventMsg::CancelOrder { permit, reply, .. } => answer(reply, permit, Err(refused())),
+            EventMsg::SettlePayment { permit, reply, .. } => answer(reply, permit, Err(refused())),
+            EventMsg::RefundOrder { permit, reply, .. } => answer(reply, permit, Err(refused())),
+            EventMsg::SetStatus { permit, reply, .. } => answer(reply, permit, Err(refused())),
+            EventMsg::CheckIn { permit, reply, .. } => answer(reply, permit, Err(refused())),
+            EventMsg::CheckOut { permit, reply, .. } => answer(reply, permit, Err(refused())),
+            EventMsg::UploadScans { permit, reply, .. } => answer(reply, permit, Err(refused())),
+            EventMsg::GetHold {
+                hold_id,
+                permit,
+                reply,
+            } => answer(
+                reply,
+                permit,
+                state.and_then(|inv| Ok(inv.hold(hold_id, now)?)),
+            ),
+            EventMsg::GetOrder {
+                order_id,
+                permit,
+                reply,
+            } => answer(
+                reply,
+                permit,
+                state.and_then(|inv| Ok(inv.order(order_id)?)),
+            ),
+            EventMsg::CheckInStats { permit, reply } => {
+                answer(reply, permit, state.map(|inv| inv.check_in_stats()))
+            }
+            EventMsg::Summary { permit, reply } => {
+                answer(reply, permit, state.map(|inv| inv.summary()))
+            }
+            EventMsg::Seats {
+                tier,
+                permit,
+                reply,
+            } => answer(
+                reply,
+                permit,
+                state.and_then(|inv| Ok(inv.seat_availability(tier.as_deref())?)),
+            ),
+            EventMsg::Audit { permit, reply } => answer(
+                reply,
+                permit,
+                state.map(|inv| {
+                    inv.audit();
+                    AuditReport {
+                        summary: inv.summary(),
+                        hold_ids: inv.hold_ids(),
+                        orders: inv.order_list(),
+                        applied_records: inv.applied(),
+                    }
+                }),
+            ),
+            EventMsg::Expire { .. } => {}
+        }
+    }
+
     /// Arms a timer for the earliest hold or payment deadline, unless one already fires by then.
     fn arm_timer(&mut self, myself: &ActorRef<EventMsg>) {
         let holds = self.inventory.next_expiry_ms();
@@ -415,6 +506,8 @@ impl Actor for EventActor {
         _myself: ActorRef<EventMsg>,
         args: EventArgs,
     ) -> Result<EventState, ActorProcessingErr> {
+        // Recovered or created: what the state holds is on disk.
+        let applied = args.inventory.applied();
         Ok(EventState {
             inventory: args.inventory,
             context: args.context,
@@ -430,6 +523,7 @@ impl Actor for EventActor {
             timer_generation: 0,
             last_now_ms: 0,
             memory_reported: 0,
+            durable_lsn: Arc::new(AtomicU64::new(applied)),
         })
     }
 
@@ -452,6 +546,10 @@ impl Actor for EventActor {
         message: EventMsg,
         state: &mut EventState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(failure) = state.context.commit.failure() {
+            state.after_failure(message, &failure);
+            return Ok(());
+        }
         match message {
             EventMsg::Reserve {
                 requests,

@@ -67,6 +67,8 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     stats: CommitStats,
+    /// Set once a round failed (`Queue::poisoned` says why): a check without the queue's lock.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 pub struct GroupCommit {
@@ -81,11 +83,19 @@ impl GroupCommit {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             stats: CommitStats::default(),
+            failed: std::sync::atomic::AtomicBool::new(false),
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || run(&worker, log.as_ref()))
+            .spawn(move || {
+                run(&worker, log.as_ref());
+                if worker.failed.load(Ordering::Acquire) {
+                    // sled 1.0.0-alpha.124 flushes when a handle is dropped, and after a failed
+                    // flush that waits forever: the handle is left as it is.
+                    std::mem::forget(log);
+                }
+            })
             .expect("spawn the group-commit thread");
         GroupCommit {
             shared,
@@ -193,6 +203,20 @@ impl GroupCommit {
         &self.shared.stats
     }
 
+    /// The write that failed, once one has: from then on every submission is refused, and the
+    /// disk holds exactly what was durable before it.
+    pub fn failure(&self) -> Option<StorageError> {
+        if !self.shared.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.shared
+            .queue
+            .lock()
+            .expect("commit queue lock")
+            .poisoned
+            .clone()
+    }
+
     /// Finishes every queued round, then stops the thread. Later submissions fail with `Closed`.
     pub fn close(&self) {
         self.shared.queue.lock().expect("commit queue lock").closed = true;
@@ -237,6 +261,7 @@ fn run(shared: &Shared, log: &dyn LogStore) {
             // acknowledge one that a restart would not find.
             tracing::error!(error = %e, "log write failed; refusing further changes");
             shared.queue.lock().expect("commit queue lock").poisoned = Some(e.clone());
+            shared.failed.store(true, Ordering::Release);
         }
         for waiter in waiters {
             waiter(result.clone());

@@ -312,6 +312,12 @@ impl Engine {
         .saturating_sub(stats.outbox_removed.load(Ordering::Relaxed))
     }
 
+    /// The write that failed, if one has: the engine then refuses every change until it is
+    /// restarted, and answers reads from what the disk holds.
+    pub fn storage_failure(&self) -> Option<StorageError> {
+        self.context.commit.failure()
+    }
+
     /// The keys that sign tickets; their public halves are for scanners.
     pub fn ticket_keys(&self) -> &TicketKeys {
         &self.context.tickets
@@ -444,7 +450,13 @@ impl Engine {
         }
         // Writes and flushes every queued round before the thread ends.
         self.context.commit.close();
-        drop(self.outbox.lock().expect("outbox lock").take());
+        let outbox = self.outbox.lock().expect("outbox lock").take();
+        if self.storage_failure().is_some() {
+            // Dropping a sled handle flushes, which after a failed flush waits forever.
+            std::mem::forget(outbox);
+        } else {
+            drop(outbox);
+        }
         drop(self.lock.lock().expect("lock file lock").take());
     }
 }

@@ -16,6 +16,7 @@ use anyhow::Context;
 use config::{Config, Role};
 use engine::Engine;
 use futures_util::future::join_all;
+use metrics::gauge;
 use proto::v1::availability_server::AvailabilityServer;
 use proto::v1::check_in_server::CheckInServer;
 use proto::v1::event_admin_server::EventAdminServer;
@@ -193,6 +194,11 @@ pub async fn launch(config: &Config) -> anyhow::Result<Running> {
             }),
     );
     let kafka_tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    background.push(tokio::spawn(watch_storage(
+        engine.clone(),
+        health.clone(),
+        stop_rx.clone(),
+    )));
     let recovery = {
         let (engine, health) = (engine.clone(), health.clone());
         let (kafka, stop_rx) = (config.kafka.clone(), stop_rx.clone());
@@ -225,6 +231,51 @@ pub async fn launch(config: &Config) -> anyhow::Result<Running> {
         kafka: kafka_tasks,
         grace: Duration::from_millis(config.api.shutdown_grace_ms),
     })
+}
+
+/// How often the server looks whether a write to the data directory has failed.
+const STORAGE_CHECK_EVERY: Duration = Duration::from_millis(200);
+
+/// Once a write to the data directory has failed (a full disk, an i/o error), the engine refuses
+/// every change until restarted and answers reads from what the disk holds. This says so: an
+/// error in the log once, `boxoffice_storage_failed` 1, and health NOT_SERVING for the server
+/// and every service but `boxoffice.v1.Availability`, which keeps serving. The way back is a
+/// restart once the disk has room again (docs in the README, "When the disk fills").
+async fn watch_storage(
+    engine: Arc<Engine>,
+    health: HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    gauge!("boxoffice_storage_failed").set(0.0);
+    let mut reported = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(STORAGE_CHECK_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(failure) = engine.storage_failure() else {
+            continue;
+        };
+        if !reported {
+            reported = true;
+            gauge!("boxoffice_storage_failed").set(1.0);
+            tracing::error!(
+                error = %failure,
+                "a write to storage.data_dir failed: every change is refused with STORAGE and reads are answered from the disk's state; make room on the disk (or fix it), then restart boxoffice"
+            );
+        }
+        // Again at every check: recovery ending after the failure turns everything SERVING.
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        for name in SERVICE_NAMES {
+            let status = match *name {
+                "boxoffice.v1.Availability" => ServingStatus::Serving,
+                _ => ServingStatus::NotServing,
+            };
+            health.set_service_status(*name, status).await;
+        }
+    }
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

@@ -9,6 +9,7 @@ mod bounded;
 mod check_in;
 mod deadline;
 mod flow;
+mod full_disk;
 mod health;
 mod idempotency;
 mod order_event_outages;
