@@ -247,6 +247,17 @@ pub struct ApiConfig {
     pub max_concurrent_streams_per_connection: u32,
     /// Open `ReserveStream` calls over every connection; past it OVERLOADED.
     pub max_reserve_streams: u32,
+    /// Open client connections; one accepted past it is closed at once.
+    pub max_connections: u32,
+    /// A connection that sends nothing for this long after it was accepted is closed, ms.
+    pub handshake_timeout_ms: u64,
+    /// How often the server pings a connection over HTTP/2, ms; a connection that does not answer
+    /// within `keepalive_timeout_ms` is closed.
+    pub keepalive_interval_ms: u64,
+    /// How long a ping may go unanswered, ms.
+    pub keepalive_timeout_ms: u64,
+    /// Largest header list (metadata) of a request, bytes; a larger one is refused by HTTP/2.
+    pub max_header_list_bytes: u32,
     /// Bytes, MiB, of requests read ahead and answers not yet taken by their clients, over every
     /// connection: stream requests and answers, and large unary answers (seat listings) until
     /// they are sent. Past it streams stop reading and seat listings are refused as OVERLOADED.
@@ -273,6 +284,11 @@ impl Default for ApiConfig {
             max_watchers: 10_000,
             max_concurrent_streams_per_connection: 1_024,
             max_reserve_streams: 4_096,
+            max_connections: 10_000,
+            handshake_timeout_ms: 10_000,
+            keepalive_interval_ms: 20_000,
+            keepalive_timeout_ms: 10_000,
+            max_header_list_bytes: 16_384,
             max_answer_buffer_mib: 256,
             stream_stall_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
@@ -744,6 +760,31 @@ impl Config {
             a.max_reserve_streams,
             1,
             1_000_000,
+        )?;
+        range("api.max_connections", a.max_connections, 1, 1_000_000)?;
+        range(
+            "api.handshake_timeout_ms",
+            a.handshake_timeout_ms,
+            100,
+            600_000,
+        )?;
+        range(
+            "api.keepalive_interval_ms",
+            a.keepalive_interval_ms,
+            100,
+            3_600_000,
+        )?;
+        range(
+            "api.keepalive_timeout_ms",
+            a.keepalive_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        range(
+            "api.max_header_list_bytes",
+            a.max_header_list_bytes,
+            1_024,
+            1 << 20,
         )?;
         range(
             "api.max_answer_buffer_mib",

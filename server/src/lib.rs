@@ -6,6 +6,7 @@ pub mod answers;
 pub mod api;
 pub mod auth;
 pub mod coalesce;
+pub mod connections;
 pub mod convert;
 pub mod noop;
 pub mod payments;

@@ -162,7 +162,11 @@ pub async fn launch(config: &Config) -> anyhow::Result<Running> {
         CheckInServer::new(api).max_decoding_message_size(max_bytes),
         auth.require(Role::Scanner),
     );
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::connections::bounded(
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
+        config.api.max_connections,
+        Duration::from_millis(config.api.handshake_timeout_ms),
+    );
     let mut stopping = stop_rx.clone();
     let mut builder = Server::builder();
     if let (Some(cert), Some(key)) = (&config.api.tls_cert_path, &config.api.tls_key_path) {
@@ -181,6 +185,11 @@ pub async fn launch(config: &Config) -> anyhow::Result<Running> {
     let server = tokio::spawn(
         builder
             .max_concurrent_streams(config.api.max_concurrent_streams_per_connection)
+            .http2_keepalive_interval(Some(Duration::from_millis(
+                config.api.keepalive_interval_ms,
+            )))
+            .http2_keepalive_timeout(Some(Duration::from_millis(config.api.keepalive_timeout_ms)))
+            .http2_max_header_list_size(config.api.max_header_list_bytes)
             .layer(ChargedBodies)
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -7,6 +7,7 @@ mod support;
 mod bad_input;
 mod bounded;
 mod check_in;
+mod connections;
 mod deadline;
 mod flow;
 mod full_disk;
