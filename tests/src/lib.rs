@@ -2,6 +2,7 @@
 //! the crash harness used by both the suite and the `crash-soak` binary.
 
 pub mod crash;
+pub mod sim;
 
 use std::path::Path;
 
