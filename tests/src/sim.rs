@@ -170,6 +170,21 @@ impl SimStorage {
         self.0.lock().expect("simulated storage lock")
     }
 
+    /// A copy of everything stored, pending writes included, that shares nothing with this one.
+    pub fn copy(&self) -> SimStorage {
+        let s = self.state();
+        SimStorage(Arc::new(Mutex::new(StorageState {
+            durable: s.durable.clone(),
+            current: s.current.clone(),
+            pending: s.pending.clone(),
+            snapshots: s.snapshots.clone(),
+            faults: Faults::default(),
+            crashed: s.crashed,
+            relay_view: None,
+            relay_reads_at_flush: false,
+        })))
+    }
+
     pub fn arm(&self, faults: Faults) {
         self.state().faults = faults;
     }
@@ -187,12 +202,19 @@ impl SimStorage {
     /// the disk (a disk may persist some of what it was given), the last segment among them cut
     /// short if `tear`; the rest is lost. Faults are disarmed.
     pub fn crash(&self, rng: &mut fastrand::Rng, tear: bool) -> CrashReport {
+        let kept = rng.usize(0..=self.pending_writes());
+        self.crash_keeping(kept, tear.then_some(rng))
+    }
+
+    /// A crash that keeps the first `kept` unflushed writes, the last segment among them cut
+    /// short (by a number of bytes drawn from `tear`'s generator) if `tear` is given.
+    pub fn crash_keeping(&self, kept: usize, tear: Option<&mut fastrand::Rng>) -> CrashReport {
         let mut s = self.state();
         let pending = std::mem::take(&mut s.pending);
-        let kept = rng.usize(0..=pending.len());
+        let kept = kept.min(pending.len());
         let mut survivors: Vec<Write> = pending[..kept].to_vec();
         let mut torn = None;
-        if tear
+        if let Some(rng) = tear
             && let Some(Write::Segment(key, bytes)) = survivors
                 .iter_mut()
                 .rev()
