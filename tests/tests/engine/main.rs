@@ -6,6 +6,7 @@ mod crash;
 mod expiry;
 mod idempotency;
 mod restart;
+mod storage_faults;
 mod storage_sim;
 
 use engine::Engine;
