@@ -390,3 +390,109 @@ fn write_round(
     metrics::histogram!("boxoffice_log_flush_batch_records").record(records as f64);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::wal::SledLog;
+
+    /// The real sled log, with a flush that waits for the test to let it run (or fail).
+    struct GatedFlush {
+        log: SledLog,
+        started: Mutex<mpsc::Sender<()>>,
+        proceed: Mutex<mpsc::Receiver<bool>>,
+    }
+
+    impl LogStore for GatedFlush {
+        fn write_segment(&self, e: EventId, lsn: u64, s: &[u8]) -> Result<(), StorageError> {
+            self.log.write_segment(e, lsn, s)
+        }
+        fn drop_segments_before(&self, e: EventId, lsn: u64) -> Result<(), StorageError> {
+            self.log.drop_segments_before(e, lsn)
+        }
+        fn flush(&self) -> Result<(), StorageError> {
+            self.started.lock().unwrap().send(()).unwrap();
+            if self.proceed.lock().unwrap().recv().unwrap() {
+                self.log.flush()
+            } else {
+                Err(StorageError::Io("the disk is gone".into()))
+            }
+        }
+        fn events(&self) -> Result<Vec<EventId>, StorageError> {
+            self.log.events()
+        }
+        fn segments(&self, e: EventId) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+            self.log.segments(e)
+        }
+        fn write_outbox(&self, e: EventId, seq: u64, entry: &[u8]) -> Result<(), StorageError> {
+            self.log.write_outbox(e, seq, entry)
+        }
+        fn remove_outbox(
+            &self,
+            e: EventId,
+            seqs: std::ops::RangeInclusive<u64>,
+        ) -> Result<u64, StorageError> {
+            self.log.remove_outbox(e, seqs)
+        }
+        fn mark_outbox_acked(&self, e: EventId, seq: u64) -> Result<(), StorageError> {
+            self.log.mark_outbox_acked(e, seq)
+        }
+        fn outbox_acked(&self, e: EventId) -> Result<u64, StorageError> {
+            self.log.outbox_acked(e)
+        }
+        fn outbox_has(&self, e: EventId, seq: u64) -> Result<bool, StorageError> {
+            self.log.outbox_has(e, seq)
+        }
+    }
+
+    /// Regression: sled shows a round's outbox entries to every handle before its flush; the
+    /// relay read them and could publish a change that a failed flush or a crash then undid.
+    #[test]
+    fn outbox_entries_are_not_durable_until_their_round_has_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), 16).unwrap();
+        let (started_tx, started) = mpsc::channel();
+        let (proceed, proceed_rx) = mpsc::channel();
+        let commit = GroupCommit::start(Box::new(GatedFlush {
+            log: log.clone(),
+            started: Mutex::new(started_tx),
+            proceed: Mutex::new(proceed_rx),
+        }));
+        let event = EventId(uuid::Uuid::from_u128(9));
+        let round = |seq: u64| {
+            let (tx, rx) = mpsc::channel();
+            commit.submit(
+                event,
+                seq - 1,
+                1,
+                b"frame",
+                &mut vec![(seq, b"entry".to_vec())],
+                Some(Box::new(move |r: Result<(), StorageError>| tx.send(r).unwrap()) as Waiter),
+            );
+            started.recv().unwrap();
+            rx
+        };
+
+        let answered = round(1);
+        assert!(log.outbox_has(event, 1).unwrap(), "sled shows the entry");
+        assert!(!commit.outbox_durable(event, 1), "before the flush");
+        proceed.send(true).unwrap();
+        answered.recv().unwrap().unwrap();
+        assert!(commit.outbox_durable(event, 1), "after the flush");
+
+        let answered = round(2);
+        assert!(!commit.outbox_durable(event, 2));
+        assert!(
+            commit.outbox_durable(event, 1),
+            "earlier entries stay durable"
+        );
+        proceed.send(false).unwrap();
+        assert!(answered.recv().unwrap().is_err());
+        assert!(
+            !commit.outbox_durable(event, 2),
+            "never, after a failed flush"
+        );
+    }
+}
