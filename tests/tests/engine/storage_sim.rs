@@ -17,7 +17,7 @@ use tests::sim::{Faults, SimOptions, SimStorage, is_crash, state_fingerprint};
 use tests::{event, ga_tier, now_ms, reserve_ga};
 use uuid::Uuid;
 
-/// Random seeds for a bounded time (`BOXOFFICE_SIM_SECONDS`, 10 by default), or the one seed
+/// Random seeds for a bounded time (`BOXOFFICE_SIM_SECONDS`, 8 by default), or the one seed
 /// `BOXOFFICE_SIM_SEED` names, replayed.
 #[test]
 fn storage_sim_random_seeds_lose_nothing_acknowledged() {
@@ -36,7 +36,7 @@ fn storage_sim_random_seeds_lose_nothing_acknowledged() {
             let seconds: u64 = std::env::var("BOXOFFICE_SIM_SECONDS")
                 .ok()
                 .map(|s| s.parse().expect("BOXOFFICE_SIM_SECONDS is a number"))
-                .unwrap_or(10);
+                .unwrap_or(8);
             (
                 now_ms(),
                 u64::MAX,
