@@ -90,7 +90,7 @@ pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// What the engine needs from durable storage. Writes become durable only at `flush`; a crash
-/// before it may keep any prefix of the writes made since the last one (sled keeps all or none),
+/// before it may keep any prefix of the writes made since the last one (sled means all or none),
 /// so the engine orders its writes for every prefix to recover: a segment before its outbox
 /// entries, an acknowledgement mark before the entries it removes.
 /// Used from one thread at a time (sled 1.0's handles are `Send`, not `Sync`): recovery reads
