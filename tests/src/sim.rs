@@ -527,18 +527,22 @@ impl fmt::Display for SimReport {
 #[derive(Debug)]
 pub struct SimFailure {
     pub seed: u64,
+    /// Steps of the run (to replay it, the same).
+    pub steps: u64,
     pub step: u64,
     pub message: String,
 }
 
 impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (seed, steps) = (self.seed, self.steps);
         write!(
             f,
-            "storage simulation seed {} failed at step {}: {}\nreplay: BOXOFFICE_SIM_SEED={} \
-             cargo nextest run -p tests storage_sim, or cargo run --release -p tests --bin \
-             storage-sim -- --seed {} --runs 1",
-            self.seed, self.step, self.message, self.seed, self.seed
+            "storage simulation seed {seed} failed at step {} of {steps}: {}\nreplay: \
+             BOXOFFICE_SIM_SEED={seed} BOXOFFICE_SIM_STEPS={steps} cargo nextest run -p tests \
+             storage_sim, or cargo run --release -p tests --bin storage-sim -- --seed {seed} \
+             --steps {steps} --runs 1 --verbose",
+            self.step, self.message
         )
     }
 }
@@ -549,18 +553,20 @@ impl std::error::Error for SimFailure {}
 /// to name: see `report_panics`.
 static RUNNING_SEED: AtomicU64 = AtomicU64::new(0);
 static RUNNING_STEP: AtomicU64 = AtomicU64::new(0);
+static RUNNING_STEPS: AtomicU64 = AtomicU64::new(0);
 
 /// Adds the running seed and step to every panic's report (a release build aborts on panic, so
 /// the seed must be printed before that).
 pub fn report_panics() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        let seed = RUNNING_SEED.load(Ordering::Relaxed);
+        let steps = RUNNING_STEPS.load(Ordering::Relaxed);
         eprintln!(
-            "storage simulation seed {} panicked at step {}; replay: BOXOFFICE_SIM_SEED={} \
-             cargo nextest run -p tests storage_sim",
-            RUNNING_SEED.load(Ordering::Relaxed),
+            "storage simulation seed {seed} panicked at step {} of {steps}; replay: \
+             BOXOFFICE_SIM_SEED={seed} BOXOFFICE_SIM_STEPS={steps} cargo nextest run -p tests \
+             storage_sim",
             RUNNING_STEP.load(Ordering::Relaxed),
-            RUNNING_SEED.load(Ordering::Relaxed),
         );
         previous(info);
     }));
@@ -700,6 +706,7 @@ impl Sim {
     fn fail(&self, message: String) -> SimFailure {
         SimFailure {
             seed: self.options.seed,
+            steps: self.options.steps,
             step: self.step,
             message,
         }
@@ -708,6 +715,7 @@ impl Sim {
     /// Runs `options.steps` steps, then a last crash and recovery, checking after each crash.
     pub fn run(mut self) -> Result<SimReport, SimFailure> {
         RUNNING_SEED.store(self.options.seed, Ordering::Relaxed);
+        RUNNING_STEPS.store(self.options.steps, Ordering::Relaxed);
         let events = self.rng.usize(1..=MAX_EVENTS);
         for _ in 0..events {
             self.create_event();
