@@ -433,3 +433,49 @@ async fn damaged_snapshots_and_segments_are_refused_naming_event_and_lsn() {
     assert_acknowledged(&engine, id, &acked, "the damage undone").await;
     engine.shutdown().await;
 }
+
+/// Regression: an outbox entry whose change the log does not hold (a store that kept the entry
+/// and lost its record, or a segment removed by hand) was left in the outbox for the relay to
+/// publish, and its seq, so its id, went to the next change. Recovery removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_removes_outbox_entries_of_changes_the_log_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let engine = Engine::open(&config).await.unwrap();
+    let id = create(&engine, event(vec![ga_tier("GA", 100, 4)]))
+        .await
+        .id();
+    let mut acked = Acknowledged::default();
+    acknowledged_changes(&engine, id, 6, &mut acked).await;
+    let entries = engine.outbox_after(None, 100).unwrap();
+    let last = entries.last().unwrap().clone();
+    assert_eq!(last.seq, 4, "the creation and three confirms");
+    engine.shutdown().await;
+    drop(engine);
+    {
+        let log = SledLog::open(&wal::log_dir(dir.path()), 16).unwrap();
+        let mut ghost = last.clone();
+        ghost.seq = 5;
+        ghost.id = OutboxEntry::id_of(id, 5);
+        log.write_outbox(id, 5, &ghost.encode()).unwrap();
+        log.flush().unwrap();
+    }
+    let engine = Engine::open(&config).await.unwrap();
+    let seqs: Vec<u64> = engine
+        .outbox_after(None, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4], "the entry without a change is gone");
+    acknowledged_changes(&engine, id, 2, &mut acked).await;
+    let fifth = engine.outbox_after(Some((id, 4)), 100).unwrap();
+    let (order, _) = acked.orders.last().unwrap();
+    assert!(
+        matches!(&fifth[..], [e] if e.seq == 5
+            && matches!(&e.change, Change::OrderConfirmed { order: o } if o.id == *order)),
+        "seq 5 is the next change's: {fifth:?}"
+    );
+    assert_acknowledged(&engine, id, &acked, "after the ghost entry").await;
+    engine.shutdown().await;
+}
