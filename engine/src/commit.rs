@@ -6,7 +6,7 @@
 //! and never answers before the flush returns. The queue is bounded by
 //! the callers: each waiting answer holds an admission permit of its event (see `registry`).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -28,14 +28,16 @@ struct Pending {
     outbox: Vec<(u64, Vec<u8>)>,
 }
 
+/// Ordered maps, so that a round writes its events in the same order every time (the
+/// storage-fault simulation replays a seed to the same writes); a round holds few events.
 #[derive(Default)]
 struct Queue {
-    segments: HashMap<EventId, Pending>,
+    segments: BTreeMap<EventId, Pending>,
     /// Segments to drop: every one holding only records before the lsn, which a durable
     /// snapshot now covers.
     compactions: Vec<(EventId, u64)>,
     /// Outbox entries the broker acknowledged, up to a seq per event.
-    outbox_acks: HashMap<EventId, u64>,
+    outbox_acks: BTreeMap<EventId, u64>,
     waiters: Vec<Waiter>,
     closed: bool,
     poisoned: Option<StorageError>,
@@ -69,6 +71,11 @@ struct Shared {
     stats: CommitStats,
     /// Set once a round failed (`Queue::poisoned` says why): a check without the queue's lock.
     failed: std::sync::atomic::AtomicBool,
+    /// Per event, the first outbox seq of the round being written and not yet flushed. Readers of
+    /// the outbox see sled's writes before they are durable; an entry from here on must not be
+    /// published until the flush returns, or a crash could make it a change that never happened
+    /// (and its seq, and so its id, another change's). Left in place after a failed flush.
+    unflushed_outbox: Mutex<BTreeMap<EventId, u64>>,
 }
 
 pub struct GroupCommit {
@@ -79,13 +86,8 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Starts the commit thread, which owns `log` from now on.
     pub fn start(log: Box<dyn LogStore>) -> GroupCommit {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
-            stats: CommitStats::default(),
-            failed: std::sync::atomic::AtomicBool::new(false),
-        });
-        let worker = shared.clone();
+        let commit = GroupCommit::without_thread();
+        let worker = commit.shared.clone();
         let thread = std::thread::Builder::new()
             .name("group-commit".into())
             .spawn(move || {
@@ -97,10 +99,44 @@ impl GroupCommit {
                 }
             })
             .expect("spawn the group-commit thread");
+        *commit.thread.lock().expect("thread lock") = Some(thread);
+        commit
+    }
+
+    /// A group commit without its thread: nothing is written until the caller runs
+    /// [`GroupCommit::run_round`], on its own thread. The storage-fault simulation uses it so that
+    /// which changes share a round, and so which writes a crash catches, follows from its seed
+    /// rather than from thread timing.
+    pub fn without_thread() -> GroupCommit {
         GroupCommit {
-            shared,
-            thread: Mutex::new(Some(thread)),
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                wake: Condvar::new(),
+                stats: CommitStats::default(),
+                failed: std::sync::atomic::AtomicBool::new(false),
+                unflushed_outbox: Mutex::new(BTreeMap::new()),
+            }),
+            thread: Mutex::new(None),
         }
+    }
+
+    /// Runs one round on the calling thread, as the commit thread does: writes what is queued,
+    /// flushes, then runs the waiters. Returns false if nothing was queued. Only for a group
+    /// commit made `without_thread`.
+    pub fn run_round(&self, log: &dyn LogStore) -> bool {
+        assert!(
+            self.thread.lock().expect("thread lock").is_none(),
+            "run_round on a group commit that has its thread"
+        );
+        let round = {
+            let mut q = self.shared.queue.lock().expect("commit queue lock");
+            if q.is_empty() {
+                return false;
+            }
+            Round::take(&mut q)
+        };
+        commit_round(&self.shared, log, round);
+        true
     }
 
     /// Queues `count` encoded records of `event` (lsns `first_lsn..first_lsn + count`), the
@@ -217,6 +253,18 @@ impl GroupCommit {
             .clone()
     }
 
+    /// Whether outbox entry `seq` of `event`, read from the log, is durable and may be published.
+    /// Ask after reading the entry: the round that writes entries marks them before it writes
+    /// them and unmarks them once flushed, so an entry read and then found unmarked is durable.
+    pub fn outbox_durable(&self, event: EventId, seq: u64) -> bool {
+        self.shared
+            .unflushed_outbox
+            .lock()
+            .expect("unflushed outbox lock")
+            .get(&event)
+            .is_none_or(|&first| seq < first)
+    }
+
     /// Finishes every queued round, then stops the thread. Later submissions fail with `Closed`.
     pub fn close(&self) {
         self.shared.queue.lock().expect("commit queue lock").closed = true;
@@ -233,9 +281,30 @@ impl Drop for GroupCommit {
     }
 }
 
+/// What one round takes from the queue.
+struct Round {
+    segments: BTreeMap<EventId, Pending>,
+    compactions: Vec<(EventId, u64)>,
+    acks: BTreeMap<EventId, u64>,
+    waiters: Vec<Waiter>,
+    poisoned: Option<StorageError>,
+}
+
+impl Round {
+    fn take(q: &mut Queue) -> Round {
+        Round {
+            segments: std::mem::take(&mut q.segments),
+            compactions: std::mem::take(&mut q.compactions),
+            acks: std::mem::take(&mut q.outbox_acks),
+            waiters: std::mem::take(&mut q.waiters),
+            poisoned: q.poisoned.clone(),
+        }
+    }
+}
+
 fn run(shared: &Shared, log: &dyn LogStore) {
     loop {
-        let (segments, compactions, acks, waiters, poisoned) = {
+        let round = {
             let mut q = shared.queue.lock().expect("commit queue lock");
             while q.is_empty() && !q.closed {
                 q = shared.wake.wait(q).expect("commit queue lock");
@@ -243,29 +312,35 @@ fn run(shared: &Shared, log: &dyn LogStore) {
             if q.is_empty() && q.closed {
                 return;
             }
-            (
-                std::mem::take(&mut q.segments),
-                std::mem::take(&mut q.compactions),
-                std::mem::take(&mut q.outbox_acks),
-                std::mem::take(&mut q.waiters),
-                q.poisoned.clone(),
-            )
+            Round::take(&mut q)
         };
-        let result = match &poisoned {
-            // Writing after a failed round could leave a gap in the log; write nothing.
-            Some(e) => Err(StorageError::Poisoned(e.to_string())),
-            None => write_round(log, segments, &compactions, &acks, &shared.stats),
-        };
-        if let (None, Err(e)) = (&poisoned, &result) {
-            // The actors' memory is now ahead of the disk. Refuse every later change rather than
-            // acknowledge one that a restart would not find.
-            tracing::error!(error = %e, "log write failed; refusing further changes");
-            shared.queue.lock().expect("commit queue lock").poisoned = Some(e.clone());
-            shared.failed.store(true, Ordering::Release);
-        }
-        for waiter in waiters {
-            waiter(result.clone());
-        }
+        commit_round(shared, log, round);
+    }
+}
+
+/// Writes and flushes one round, or nothing after a failed one, then runs its waiters.
+fn commit_round(shared: &Shared, log: &dyn LogStore, round: Round) {
+    let Round {
+        segments,
+        compactions,
+        acks,
+        waiters,
+        poisoned,
+    } = round;
+    let result = match &poisoned {
+        // Writing after a failed round could leave a gap in the log; write nothing.
+        Some(e) => Err(StorageError::Poisoned(e.to_string())),
+        None => write_round(log, segments, &compactions, &acks, shared),
+    };
+    if let (None, Err(e)) = (&poisoned, &result) {
+        // The actors' memory is now ahead of the disk. Refuse every later change rather than
+        // acknowledge one that a restart would not find.
+        tracing::error!(error = %e, "log write failed; refusing further changes");
+        shared.queue.lock().expect("commit queue lock").poisoned = Some(e.clone());
+        shared.failed.store(true, Ordering::Release);
+    }
+    for waiter in waiters {
+        waiter(result.clone());
     }
 }
 
@@ -274,14 +349,27 @@ fn run(shared: &Shared, log: &dyn LogStore) {
 /// nothing to flush: every earlier round already flushed, so the waiters' changes are durable.
 fn write_round(
     log: &dyn LogStore,
-    segments: HashMap<EventId, Pending>,
+    segments: BTreeMap<EventId, Pending>,
     compactions: &[(EventId, u64)],
-    acks: &HashMap<EventId, u64>,
-    stats: &CommitStats,
+    acks: &BTreeMap<EventId, u64>,
+    shared: &Shared,
 ) -> Result<(), StorageError> {
     if segments.is_empty() && compactions.is_empty() && acks.is_empty() {
         return Ok(());
     }
+    let stats = &shared.stats;
+    let marked = {
+        let mut unflushed = shared
+            .unflushed_outbox
+            .lock()
+            .expect("unflushed outbox lock");
+        for (event, p) in &segments {
+            if let Some((first, _)) = p.outbox.first() {
+                unflushed.entry(*event).or_insert(*first);
+            }
+        }
+        !unflushed.is_empty()
+    };
     let started = Instant::now();
     let mut records = 0u64;
     let mut bytes = 0u64;
@@ -303,6 +391,13 @@ fn write_round(
         outbox_removed += log.ack_outbox(*event, *seq)?;
     }
     log.flush()?;
+    if marked {
+        shared
+            .unflushed_outbox
+            .lock()
+            .expect("unflushed outbox lock")
+            .clear();
+    }
     stats
         .outbox_written
         .fetch_add(outbox_written, Ordering::Relaxed);
@@ -319,4 +414,110 @@ fn write_round(
     metrics::histogram!("boxoffice_log_flush_duration_seconds").record(nanos as f64 / 1e9);
     metrics::histogram!("boxoffice_log_flush_batch_records").record(records as f64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::wal::SledLog;
+
+    /// The real sled log, with a flush that waits for the test to let it run (or fail).
+    struct GatedFlush {
+        log: SledLog,
+        started: Mutex<mpsc::Sender<()>>,
+        proceed: Mutex<mpsc::Receiver<bool>>,
+    }
+
+    impl LogStore for GatedFlush {
+        fn write_segment(&self, e: EventId, lsn: u64, s: &[u8]) -> Result<(), StorageError> {
+            self.log.write_segment(e, lsn, s)
+        }
+        fn drop_segments_before(&self, e: EventId, lsn: u64) -> Result<(), StorageError> {
+            self.log.drop_segments_before(e, lsn)
+        }
+        fn flush(&self) -> Result<(), StorageError> {
+            self.started.lock().unwrap().send(()).unwrap();
+            if self.proceed.lock().unwrap().recv().unwrap() {
+                self.log.flush()
+            } else {
+                Err(StorageError::Io("the disk is gone".into()))
+            }
+        }
+        fn events(&self) -> Result<Vec<EventId>, StorageError> {
+            self.log.events()
+        }
+        fn segments(&self, e: EventId) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+            self.log.segments(e)
+        }
+        fn write_outbox(&self, e: EventId, seq: u64, entry: &[u8]) -> Result<(), StorageError> {
+            self.log.write_outbox(e, seq, entry)
+        }
+        fn remove_outbox(
+            &self,
+            e: EventId,
+            seqs: std::ops::RangeInclusive<u64>,
+        ) -> Result<u64, StorageError> {
+            self.log.remove_outbox(e, seqs)
+        }
+        fn mark_outbox_acked(&self, e: EventId, seq: u64) -> Result<(), StorageError> {
+            self.log.mark_outbox_acked(e, seq)
+        }
+        fn outbox_acked(&self, e: EventId) -> Result<u64, StorageError> {
+            self.log.outbox_acked(e)
+        }
+        fn outbox_has(&self, e: EventId, seq: u64) -> Result<bool, StorageError> {
+            self.log.outbox_has(e, seq)
+        }
+    }
+
+    /// Regression: sled shows a round's outbox entries to every handle before its flush; the
+    /// relay read them and could publish a change that a failed flush or a crash then undid.
+    #[test]
+    fn outbox_entries_are_not_durable_until_their_round_has_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), 16).unwrap();
+        let (started_tx, started) = mpsc::channel();
+        let (proceed, proceed_rx) = mpsc::channel();
+        let commit = GroupCommit::start(Box::new(GatedFlush {
+            log: log.clone(),
+            started: Mutex::new(started_tx),
+            proceed: Mutex::new(proceed_rx),
+        }));
+        let event = EventId(uuid::Uuid::from_u128(9));
+        let round = |seq: u64| {
+            let (tx, rx) = mpsc::channel();
+            commit.submit(
+                event,
+                seq - 1,
+                1,
+                b"frame",
+                &mut vec![(seq, b"entry".to_vec())],
+                Some(Box::new(move |r: Result<(), StorageError>| tx.send(r).unwrap()) as Waiter),
+            );
+            started.recv().unwrap();
+            rx
+        };
+
+        let answered = round(1);
+        assert!(log.outbox_has(event, 1).unwrap(), "sled shows the entry");
+        assert!(!commit.outbox_durable(event, 1), "before the flush");
+        proceed.send(true).unwrap();
+        answered.recv().unwrap().unwrap();
+        assert!(commit.outbox_durable(event, 1), "after the flush");
+
+        let answered = round(2);
+        assert!(!commit.outbox_durable(event, 2));
+        assert!(
+            commit.outbox_durable(event, 1),
+            "earlier entries stay durable"
+        );
+        proceed.send(false).unwrap();
+        assert!(answered.recv().unwrap().is_err());
+        assert!(
+            !commit.outbox_durable(event, 2),
+            "never, after a failed flush"
+        );
+    }
 }

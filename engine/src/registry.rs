@@ -27,7 +27,9 @@ use crate::inventory::{
 use crate::memory::StateMemory;
 use crate::outbox::OutboxEntry;
 use crate::tickets::TicketKeys;
-use crate::wal::{self, LogStore, SledLog, SnapshotDir, StorageError, encode_records};
+use crate::wal::{
+    self, LogStore, SledLog, SnapshotDir, SnapshotStore, StorageError, encode_records,
+};
 
 /// How long an overloaded caller is told to wait: about two group-commit rounds.
 pub const OVERLOAD_RETRY_AFTER_MS: u64 = 5;
@@ -38,6 +40,64 @@ pub struct RecoveryReport {
     pub events: usize,
     pub records_replayed_max: u64,
     pub elapsed: Duration,
+}
+
+/// One event as recovery brought it back from disk.
+#[derive(Debug)]
+pub struct RecoveredEvent {
+    pub inventory: Inventory,
+    /// The lsn its snapshot covered; 0 without one.
+    pub snapshot_lsn: u64,
+    /// Outbox entries written again (see below).
+    pub outbox_rewritten: u64,
+}
+
+/// Brings one event back from `log` and `snapshots`: its snapshot, if any, then the records
+/// after it (`wal::recover`). An outbox entry that a crash kept from its tree while its record
+/// reached the log is written again, stamped `now_ms` if it is the event's creation (its record
+/// carries no time); acknowledged entries are not. Entries after the last change the log holds
+/// are removed. Both are flushed before this returns. Recovery only makes the outbox match what
+/// the log proves, so a crash in the middle of it leaves a disk that the next recovery reads the
+/// same way.
+pub fn recover_event(
+    log: &dyn LogStore,
+    snapshots: &dyn SnapshotStore,
+    id: EventId,
+    now_ms: u64,
+) -> Result<RecoveredEvent, StorageError> {
+    let snapshot = snapshots.read(id)?;
+    let snapshot_lsn = snapshot.as_ref().map_or(0, |(lsn, _)| *lsn);
+    let acked = log.outbox_acked(id)?;
+    let mut rewritten = 0u64;
+    let inventory = wal::recover(id, snapshot, log.segments(id)?, |inv, record| {
+        let seq = inv.outbox_seq();
+        if !OutboxEntry::made_by(record) || seq <= acked || log.outbox_has(id, seq)? {
+            return Ok(());
+        }
+        if let Some(entry) = OutboxEntry::after(inv, record, now_ms) {
+            log.write_outbox(id, entry.seq, &entry.encode())?;
+            rewritten += 1;
+        }
+        Ok(())
+    })?;
+    // Entries after the last change the log holds describe changes it lost, never acknowledged
+    // (a store that kept an entry but not its record, or a segment an operator removed): they
+    // must not be published, and their seqs are the next changes'.
+    let stale = log.remove_outbox(id, inventory.outbox_seq() + 1..=u64::MAX)?;
+    if rewritten > 0 || stale > 0 {
+        log.flush()?;
+    }
+    if rewritten > 0 {
+        tracing::warn!(event = %id, rewritten, "outbox entries written again");
+    }
+    if stale > 0 {
+        tracing::warn!(event = %id, stale, "outbox entries of changes not in the log removed");
+    }
+    Ok(RecoveredEvent {
+        inventory,
+        snapshot_lsn,
+        outbox_rewritten: rewritten,
+    })
 }
 
 /// How long a caller is told to wait while the engine recovers.
@@ -187,35 +247,9 @@ impl Engine {
                     let Some(id) = queue.lock().expect("recovery queue lock").pop() else {
                         return;
                     };
-                    let read = (|| {
-                        let snapshot = snapshots.read(id)?;
-                        let snapshot_lsn = snapshot.as_ref().map_or(0, |(lsn, _)| *lsn);
-                        // An outbox entry that a crash kept from its tree while its record
-                        // reached the log is written again; acknowledged ones are not.
-                        let acked = log.outbox_acked(id)?;
-                        let mut rewritten = 0u64;
-                        let inventory =
-                            wal::recover(id, snapshot, log.segments(id)?, |inv, record| {
-                                let seq = inv.outbox_seq();
-                                if !OutboxEntry::made_by(record)
-                                    || seq <= acked
-                                    || log.outbox_has(id, seq)?
-                                {
-                                    return Ok(());
-                                }
-                                let now = crate::actor::wall_clock_ms();
-                                if let Some(entry) = OutboxEntry::after(inv, record, now) {
-                                    log.write_outbox(id, entry.seq, &entry.encode())?;
-                                    rewritten += 1;
-                                }
-                                Ok(())
-                            })?;
-                        if rewritten > 0 {
-                            log.flush()?;
-                            tracing::warn!(event = %id, rewritten, "outbox entries written again");
-                        }
-                        Ok::<_, StorageError>((inventory, snapshot_lsn, rewritten))
-                    })();
+                    let read =
+                        recover_event(&log, snapshots.as_ref(), id, crate::actor::wall_clock_ms())
+                            .map(|r| (r.inventory, r.snapshot_lsn, r.outbox_rewritten));
                     let failed = read.is_err();
                     if tx.blocking_send(read.map_err(Error::from)).is_err() || failed {
                         return;
@@ -285,7 +319,10 @@ impl Engine {
             Some(log) => log.outbox_after(after, limit)?,
             None => return Err(Error::ShuttingDown),
         };
+        // Read first, then asked: an entry of a round not yet flushed is left for a later read.
+        let commit = &self.context.commit;
         raw.into_iter()
+            .filter(|(event, seq, _)| commit.outbox_durable(*event, *seq))
             .map(|(event, seq, bytes)| {
                 OutboxEntry::decode(&bytes).map_err(|e| {
                     Error::Storage(StorageError::Corrupt {

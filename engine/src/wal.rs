@@ -93,7 +93,10 @@ pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("snapshots")
 }
 
-/// What the engine needs from durable storage. Writes become durable only at `flush`.
+/// What the engine needs from durable storage. Writes become durable only at `flush`; a crash
+/// before it may keep any prefix of the writes made since the last one (sled means all or none),
+/// so the engine orders its writes for every prefix to recover: a segment before its outbox
+/// entries, an acknowledgement mark before the entries it removes.
 /// Used from one thread at a time (sled 1.0's handles are `Send`, not `Sync`): recovery reads
 /// through one handle, then the group-commit thread owns another.
 pub trait LogStore: Send + 'static {
@@ -113,9 +116,41 @@ pub trait LogStore: Send + 'static {
     fn segments(&self, event: EventId) -> Result<Vec<(u64, Vec<u8>)>, StorageError>;
     /// Stores outbox entry `seq` of `event` (see `outbox`), encoded.
     fn write_outbox(&self, event: EventId, seq: u64, entry: &[u8]) -> Result<(), StorageError>;
+    /// Removes the outbox entries of `event` whose seqs are in `seqs`; returns how many.
+    fn remove_outbox(
+        &self,
+        event: EventId,
+        seqs: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, StorageError>;
+    /// Remembers `seq` as the highest outbox seq of `event` the broker acknowledged.
+    fn mark_outbox_acked(&self, event: EventId, seq: u64) -> Result<(), StorageError>;
+    /// The highest outbox seq of `event` the broker acknowledged; 0 for none.
+    fn outbox_acked(&self, event: EventId) -> Result<u64, StorageError>;
+    /// Whether outbox entry `seq` of `event` is stored.
+    fn outbox_has(&self, event: EventId, seq: u64) -> Result<bool, StorageError>;
+
     /// Removes the outbox entries of `event` up to `seq` and remembers `seq` as acknowledged;
-    /// returns how many it removed.
-    fn ack_outbox(&self, event: EventId, seq: u64) -> Result<u64, StorageError>;
+    /// returns how many it removed. The mark first: a crash that keeps only part of the writes
+    /// must not keep entries removed without the mark, or recovery would not know they were
+    /// sent (it rewrites a missing entry only for records after the snapshot) and they would
+    /// never be.
+    fn ack_outbox(&self, event: EventId, seq: u64) -> Result<u64, StorageError> {
+        if self.outbox_acked(event)? < seq {
+            self.mark_outbox_acked(event, seq)?;
+        }
+        self.remove_outbox(event, 0..=seq)
+    }
+}
+
+/// Where the snapshots are kept: one per event, replaced whole. `write` returns once the new
+/// snapshot is durable; until then `read` gives the previous one, whole, never a mix.
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// Makes `state`, the encoded state after `lsn` records, the event's snapshot, durably.
+    fn write(&self, event: EventId, lsn: u64, state: &[u8]) -> Result<(), StorageError>;
+    /// The event's snapshot, checked, or `None` if it has none.
+    fn read(&self, event: EventId) -> Result<Option<(u64, Vec<u8>)>, StorageError>;
+    /// Every event with a snapshot.
+    fn events(&self) -> Result<Vec<EventId>, StorageError>;
 }
 
 /// Leaves of 4 entries: sled rewrites a whole dirty leaf at each flush, and log keys only grow,
@@ -227,24 +262,6 @@ impl SledLog {
         Ok(entries)
     }
 
-    /// The highest outbox seq of `event` the broker acknowledged; 0 for none.
-    pub fn outbox_acked(&self, event: EventId) -> Result<u64, StorageError> {
-        match self.outbox_acked.get(event.0.as_bytes())? {
-            None => Ok(0),
-            Some(v) => <[u8; 8]>::try_from(v.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| StorageError::Corrupt {
-                    event,
-                    detail: format!("acknowledged outbox seq of {} bytes", v.len()),
-                }),
-        }
-    }
-
-    /// Whether outbox entry `seq` of `event` is stored.
-    pub fn outbox_has(&self, event: EventId, seq: u64) -> Result<bool, StorageError> {
-        Ok(self.outbox.contains_key(segment_key(event, seq))?)
-    }
-
     /// Unacknowledged outbox entries in all.
     pub fn outbox_len(&self) -> Result<usize, StorageError> {
         Ok(self.outbox.len())
@@ -309,11 +326,15 @@ impl LogStore for SledLog {
         Ok(())
     }
 
-    fn ack_outbox(&self, event: EventId, seq: u64) -> Result<u64, StorageError> {
+    fn remove_outbox(
+        &self,
+        event: EventId,
+        seqs: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, StorageError> {
         let mut doomed = Vec::new();
         for entry in self
             .outbox
-            .range(segment_key(event, 0)..=segment_key(event, seq))
+            .range(segment_key(event, *seqs.start())..=segment_key(event, *seqs.end()))
         {
             doomed.push(entry?.0);
         }
@@ -321,11 +342,29 @@ impl LogStore for SledLog {
         for key in doomed {
             self.outbox.remove(key)?;
         }
-        if self.outbox_acked(event)? < seq {
-            self.outbox_acked
-                .insert(event.0.as_bytes(), &seq.to_be_bytes()[..])?;
-        }
         Ok(removed)
+    }
+
+    fn mark_outbox_acked(&self, event: EventId, seq: u64) -> Result<(), StorageError> {
+        self.outbox_acked
+            .insert(event.0.as_bytes(), &seq.to_be_bytes()[..])?;
+        Ok(())
+    }
+
+    fn outbox_acked(&self, event: EventId) -> Result<u64, StorageError> {
+        match self.outbox_acked.get(event.0.as_bytes())? {
+            None => Ok(0),
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt {
+                    event,
+                    detail: format!("acknowledged outbox seq of {} bytes", v.len()),
+                }),
+        }
+    }
+
+    fn outbox_has(&self, event: EventId, seq: u64) -> Result<bool, StorageError> {
+        Ok(self.outbox.contains_key(segment_key(event, seq))?)
     }
 
     fn segments(&self, event: EventId) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
@@ -364,8 +403,7 @@ impl SnapshotDir {
     pub fn write(&self, event: EventId, lsn: u64, state: &[u8]) -> Result<(), StorageError> {
         let tmp = self.dir.join(format!("{event}.snapshot.tmp"));
         let mut file = File::create(&tmp)?;
-        file.write_all(&lsn.to_le_bytes())?;
-        file.write_all(&crc32fast::hash(state).to_le_bytes())?;
+        file.write_all(&snapshot_header(lsn, state))?;
         file.write_all(state)?;
         file.sync_all()?;
         drop(file);
@@ -381,20 +419,7 @@ impl SnapshotDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let corrupt = |detail: &str| StorageError::Corrupt {
-            event,
-            detail: detail.to_string(),
-        };
-        if value.len() < 12 {
-            return Err(corrupt("snapshot shorter than its header"));
-        }
-        let lsn = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
-        let crc = u32::from_le_bytes(value[8..12].try_into().expect("4 bytes"));
-        let state = value[12..].to_vec();
-        if crc32fast::hash(&state) != crc {
-            return Err(corrupt("snapshot checksum mismatch"));
-        }
-        Ok(Some((lsn, state)))
+        decode_snapshot(event, &value).map(Some)
     }
 
     /// Every event with a snapshot.
@@ -411,6 +436,50 @@ impl SnapshotDir {
         }
         Ok(ids)
     }
+}
+
+impl SnapshotStore for SnapshotDir {
+    fn write(&self, event: EventId, lsn: u64, state: &[u8]) -> Result<(), StorageError> {
+        SnapshotDir::write(self, event, lsn, state)
+    }
+
+    fn read(&self, event: EventId) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        SnapshotDir::read(self, event)
+    }
+
+    fn events(&self) -> Result<Vec<EventId>, StorageError> {
+        SnapshotDir::events(self)
+    }
+}
+
+/// What a snapshot file starts with: the lsn it covers and the crc32 of the state after it.
+pub fn snapshot_header(lsn: u64, state: &[u8]) -> [u8; 12] {
+    let mut header = [0u8; 12];
+    header[..8].copy_from_slice(&lsn.to_le_bytes());
+    header[8..].copy_from_slice(&crc32fast::hash(state).to_le_bytes());
+    header
+}
+
+/// Checks a snapshot file's bytes (header, then state) and returns the lsn and the state. A file
+/// cut short or changed is refused, naming the event and, when its header is whole, the lsn.
+pub fn decode_snapshot(event: EventId, file: &[u8]) -> Result<(u64, Vec<u8>), StorageError> {
+    let corrupt = |detail: String| StorageError::Corrupt { event, detail };
+    if file.len() < 12 {
+        return Err(corrupt(format!(
+            "snapshot of {} bytes is shorter than its 12-byte header",
+            file.len()
+        )));
+    }
+    let lsn = u64::from_le_bytes(file[..8].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(file[8..12].try_into().expect("4 bytes"));
+    let state = &file[12..];
+    if crc32fast::hash(state) != crc {
+        return Err(corrupt(format!(
+            "snapshot of lsn {lsn}: checksum mismatch over its {} bytes of state",
+            state.len()
+        )));
+    }
+    Ok((lsn, state.to_vec()))
 }
 
 /// The first lsn of a segment from its key; keys come only from `segment_key`, 24 bytes.
@@ -531,7 +600,13 @@ pub fn recover(
         None => None,
     };
     for (first, segment) in segments {
-        let records = decode_segment(event, &segment)?;
+        let records = decode_segment(event, &segment).map_err(|e| match e {
+            StorageError::Corrupt { event, detail } => StorageError::Corrupt {
+                event,
+                detail: format!("segment from lsn {first}: {detail}"),
+            },
+            e => e,
+        })?;
         for (i, record) in records.iter().enumerate() {
             let lsn = first + i as u64;
             match &mut inventory {

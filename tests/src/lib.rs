@@ -1,7 +1,9 @@
-//! Shared pieces of the end-to-end tests: event builders, a config on a temporary directory, and
-//! the crash harness used by both the suite and the `crash-soak` binary.
+//! Shared pieces of the end-to-end tests: event builders, a config on a temporary directory, the
+//! crash harness used by both the suite and the `crash-soak` binary, and the storage-fault
+//! simulation used by both the suite and the `storage-sim` binary.
 
 pub mod crash;
+pub mod sim;
 
 use std::path::Path;
 

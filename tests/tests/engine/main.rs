@@ -6,6 +6,8 @@ mod crash;
 mod expiry;
 mod idempotency;
 mod restart;
+mod storage_faults;
+mod storage_sim;
 
 use engine::Engine;
 use engine::inventory::EventSpec;
