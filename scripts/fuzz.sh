@@ -5,8 +5,9 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 60 seconds, every target)
 #
-# Each target starts from its committed seeds (fuzz/corpus/<target>/) plus what earlier runs on
-# this machine found (fuzz/target/corpus/<target>/, not committed). A crash stops that target and
+# Each target starts from its committed seeds (fuzz/corpus/<target>/, written by fuzz/seeds),
+# the inputs that once crashed it (fuzz/regressions/<target>/) and what earlier runs on this
+# machine found (fuzz/target/corpus/<target>/, not committed). A crash stops that target and
 # leaves its input in fuzz/artifacts/<target>/; the script goes on with the others and exits 1.
 # Built without a sanitizer: the project has no unsafe code, and what the targets look for are
 # panics, aborts, timeouts and runaway memory, which libFuzzer catches by itself (ASan halves the
@@ -40,11 +41,15 @@ failed=()
 printf '%-16s %14s %8s %10s  %s\n' target executions seconds exec/s result
 for target in "${targets[@]}"; do
   mkdir -p "target/corpus/$target" "corpus/$target"
+  # Inputs that once crashed the target are run first, every time (their tests are in the
+  # stable suite too: see fuzz/regressions/README.md).
+  corpora=("target/corpus/$target" "corpus/$target")
+  [[ -d regressions/$target ]] && corpora+=("regressions/$target")
   log=$(mktemp)
   start=$(date +%s)
   status=0
   # shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags
-  cargo +nightly fuzz run --sanitizer none "$target" "target/corpus/$target" "corpus/$target" -- \
+  cargo +nightly fuzz run --sanitizer none "$target" "${corpora[@]}" -- \
     -max_total_time="$seconds" -timeout=30 -print_final_stats=1 ${FUZZ_ARGS:-} \
     >"$log" 2>&1 || status=$?
   elapsed=$(( $(date +%s) - start ))
