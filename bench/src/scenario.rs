@@ -345,8 +345,7 @@ impl Scenario {
         if name_or_path.ends_with(".toml") || path.exists() {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("read scenario file {}", path.display()))?;
-            Scenario::from_toml(&text)
-                .with_context(|| format!("scenario file {}", path.display()))
+            Scenario::from_toml(&text).with_context(|| format!("scenario file {}", path.display()))
         } else {
             Scenario::built_in(name_or_path)
         }

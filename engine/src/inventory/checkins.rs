@@ -546,8 +546,14 @@ impl Inventory {
     /// it in; a scan id at a gate recorded once; entries and exits alternate, exits only with
     /// re-entry; at most `MAX_SCANS_PER_TICKET` scans and the exit after them.
     pub(super) fn check_scans(&self, scans: &[ScanRecord]) -> Result<(), String> {
-        // The record's own scans, per ticket: whether it is in after them and what they added.
-        let mut seen: HashMap<TicketId, (bool, Vec<(&str, &str)>)> = HashMap::default();
+        /// A ticket's state after the record's own scans so far: in or not, and the (scan id,
+        /// gate) pairs they added.
+        #[derive(Default)]
+        struct Seen<'a> {
+            inside: bool,
+            added: Vec<(&'a str, &'a str)>,
+        }
+        let mut seen: HashMap<TicketId, Seen> = HashMap::default();
         for s in scans {
             let Some((order_id, _)) = self.ticket_index.get(&s.ticket_id).copied() else {
                 return Err(format!("ticket {} was never issued", s.ticket_id));
@@ -561,9 +567,10 @@ impl Inventory {
                 );
             }
             let kept = self.admissions.get(&s.ticket_id);
-            let (inside, added) = seen
-                .entry(s.ticket_id)
-                .or_insert_with(|| (kept.is_some_and(|k| k.inside), Vec::new()));
+            let Seen { inside, added } = seen.entry(s.ticket_id).or_insert_with(|| Seen {
+                inside: kept.is_some_and(|k| k.inside),
+                added: Vec::new(),
+            });
             if kept.is_none() && added.is_empty() {
                 ensure!(
                     s.kind == ScanKind::Entry,
