@@ -2,8 +2,11 @@
 //! as the only argument): a real session of one event (holds placed, released, expired and
 //! confirmed, orders paid, cancelled and refunded, tickets let in) gives the log segments, the
 //! records, the snapshots and the order events; the requests, payment results and webhooks are
-//! the ones such a session takes. Deterministic: the same files every run, except the ticket
-//! tokens, signed with a key drawn afresh (the targets read tokens, never verify them).
+//! the ones such a session takes. The same files every run (ticket tokens are signed with the
+//! fuzz targets' fixed key, `TICKET_KEY_HEX`), except the snapshots' bytes: an event's hash maps
+//! encode in an order seeded per process.
+//!
+//! Run: `cargo run --manifest-path fuzz/Cargo.toml -p boxoffice-fuzz-seeds -- fuzz/corpus`.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +25,9 @@ use uuid::Uuid;
 
 /// The event of every log and snapshot seed; the log targets recover it under this id.
 const EVENT: EventId = EventId(Uuid::from_u128(0xb0c5_0ff1_ce00_0000_0000_0000_0000_0001));
+/// The fuzz targets' ticket key (`fuzz_targets/inventory_requests.rs`), so that tokens here are
+/// the ones the target issues.
+const TICKET_KEY_HEX: &str = "f022f022f022f022f022f022f022f022f022f022f022f022f022f022f022f022";
 /// The webhook target's secrets and clock (`fuzz_targets/webhook.rs`).
 const WEBHOOK_SECRETS: [&str; 2] = ["whsec_fuzz_0123456789abcdef", "whsec_fuzz_rotated_fedcba98"];
 const WEBHOOK_NOW_S: u64 = 1_780_000_000;
@@ -154,12 +160,21 @@ struct Session {
     tokens: Vec<(TicketId, String)>,
 }
 
-fn session(keys_dir: &Path) -> Session {
-    let limits = Limits::default();
-    let mut issuer = Issuer {
+fn issuer(keys_dir: &Path) -> Issuer {
+    std::fs::write(
+        keys_dir.join("ticket-key-1.ed25519"),
+        format!("{TICKET_KEY_HEX}\n"),
+    )
+    .expect("the key written");
+    Issuer {
         keys: TicketKeys::open(keys_dir).expect("ticket keys"),
         next: 0,
-    };
+    }
+}
+
+fn session(keys_dir: &Path) -> Session {
+    let limits = Limits::default();
+    let mut issuer = issuer(keys_dir);
     let (mut inv, created) = Inventory::create(spec(), &limits).expect("a valid spec");
     let mut s = Session {
         records: vec![],
@@ -167,7 +182,7 @@ fn session(keys_dir: &Path) -> Session {
         entries: vec![],
         tokens: vec![],
     };
-    let mut log = |inv: &Inventory, record: Option<Record>, now: u64, s: &mut Session| {
+    let log = |inv: &Inventory, record: Option<Record>, now: u64, s: &mut Session| {
         if let Some(record) = record {
             s.entries.extend(OutboxEntry::after(inv, &record, now));
             s.records.push(record);
@@ -325,7 +340,7 @@ fn logs(dir: &Path, s: &Session) {
 }
 
 fn requests(dir: &Path, s: &Session) {
-    let mut seed = |kind: u8, name: &str, message: &dyn Fn() -> Vec<u8>| {
+    let seed = |kind: u8, name: &str, message: &dyn Fn() -> Vec<u8>| {
         let mut bytes = vec![kind];
         bytes.extend(message());
         write(dir, "grpc_requests", name, &bytes);
@@ -489,10 +504,10 @@ fn payloads(dir: &Path, s: &Session) {
     }
     for entry in &s.entries {
         let message = server::convert::order_event_to_proto(entry);
+        // "boxoffice.order.paid.v1" -> "order.paid"
         let name = server::convert::order_event_type(&entry.change)
-            .rsplit('.')
-            .next()
-            .unwrap_or("event")
+            .trim_start_matches("boxoffice.")
+            .trim_end_matches(".v1")
             .to_string();
         let mut bytes = vec![1];
         bytes.extend(message.encode_to_vec());
@@ -591,6 +606,178 @@ fn configs(dir: &Path, root: &Path) {
     }
 }
 
+/// `inventory_requests`: chunks of `kind, advance, len: u16 LE, message`, as that target reads
+/// them, making holds `1`, `2`, orders `0x1001`, `0x1002`, their payments, a ticket let in, out
+/// and in again, a refund and a pause. The tokens come from the same decisions made here, with
+/// the target's ids and key.
+fn inventory_requests(dir: &Path, keys_dir: &Path) {
+    let limits = Limits::default();
+    let mut issuer = issuer(keys_dir);
+    let (mut inv, _) = Inventory::create(spec(), &limits).expect("a valid spec");
+    let id = |n: u128| Uuid::from_u128(n).to_string();
+    let mut chunks: Vec<u8> = Vec::new();
+    use v1::reserve_item::Selection;
+    let reserve = |customer: &str, items: Vec<v1::ReserveItem>| v1::ReserveRequest {
+        event_id: EVENT.to_string(),
+        customer_id: customer.into(),
+        items,
+        hold_ttl_seconds: None,
+        idempotency_key: String::new(),
+    };
+    let ga = v1::ReserveItem {
+        tier_code: "GA".into(),
+        selection: Some(Selection::Quantity(2)),
+    };
+    let seats = v1::ReserveItem {
+        tier_code: "SEAT".into(),
+        selection: Some(Selection::Seats(v1::SeatList {
+            seats: ["1", "2"]
+                .iter()
+                .map(|n| v1::Seat {
+                    section: "A".into(),
+                    row: "1".into(),
+                    number: (*n).into(),
+                })
+                .collect(),
+        })),
+    };
+    chunk(&mut chunks, 0, 1, reserve("ana", vec![ga]).encode_to_vec());
+    chunk(
+        &mut chunks,
+        0,
+        1,
+        reserve("zoë", vec![seats]).encode_to_vec(),
+    );
+    let mut made = Vec::new();
+    for (n, customer, item) in [
+        (
+            1,
+            "ana",
+            ReserveItem::General {
+                tier: "GA".into(),
+                quantity: 2,
+            },
+        ),
+        (
+            2,
+            "zoë",
+            ReserveItem::Seats {
+                tier: "SEAT".into(),
+                seats: vec![seat("1", "1"), seat("1", "2")],
+            },
+        ),
+    ] {
+        let r = inv.reserve(
+            &reserve_request(customer, item),
+            HoldId(Uuid::from_u128(n)),
+            T0,
+            &limits,
+        );
+        made.extend(r.expect("reserve").record);
+    }
+    for n in [1u128, 2] {
+        let confirm = v1::ConfirmRequest {
+            event_id: EVENT.to_string(),
+            hold_id: id(n),
+            payment: Some(v1::Payment {
+                reference: "test:approve".into(),
+            }),
+            idempotency_key: String::new(),
+            contact: None,
+        };
+        chunk(&mut chunks, 1, 1, confirm.encode_to_vec());
+        let req = ConfirmRequest {
+            hold_id: HoldId(Uuid::from_u128(n)),
+            payment_ref: "test:approve".into(),
+            idempotency_key: None,
+            contact: None,
+        };
+        let r = inv.confirm(&req, OrderId(Uuid::from_u128(0x1000 + n)), T0, &limits);
+        made.extend(r.expect("confirm").record);
+    }
+    write(dir, "inventory_requests", "reserve-and-confirm", &chunks);
+    for (n, amount) in [(1u128, 5_300u64), (2, 8_400)] {
+        let result = v1::PaymentResult {
+            event_id: EVENT.to_string(),
+            order_id: id(0x1000 + n),
+            provider: "test".into(),
+            outcome: Some(v1::payment_result::Outcome::Approved(v1::PaymentApproved {
+                provider_reference: format!("ch_{n}"),
+                amount_minor: amount,
+                currency: "EUR".into(),
+            })),
+        };
+        chunk(&mut chunks, 6, 2, result.encode_to_vec());
+        let r = inv.settle_payment(
+            &approved(OrderId(Uuid::from_u128(0x1000 + n)), amount),
+            T0,
+            &limits,
+            &mut issuer,
+        );
+        made.extend(r.expect("settle").record);
+    }
+    write(dir, "inventory_requests", "paid", &chunks);
+    let token = inv
+        .order(OrderId(Uuid::from_u128(0x1002)))
+        .expect("a paid order")
+        .tickets[0]
+        .token
+        .clone();
+    let scan = |scan_id: &str| v1::CheckInRequest {
+        event_id: EVENT.to_string(),
+        token: token.clone(),
+        gate_id: "north".into(),
+        scan_id: scan_id.into(),
+    };
+    chunk(&mut chunks, 7, 60, scan("s1").encode_to_vec());
+    let exit = v1::CheckOutRequest {
+        event_id: EVENT.to_string(),
+        token: token.clone(),
+        gate_id: "north".into(),
+        scan_id: "s2".into(),
+    };
+    chunk(&mut chunks, 8, 10, exit.encode_to_vec());
+    chunk(&mut chunks, 7, 10, scan("s3").encode_to_vec());
+    write(dir, "inventory_requests", "in-out-in", &chunks);
+    let refund = v1::RefundOrderRequest {
+        event_id: EVENT.to_string(),
+        order_id: id(0x1001),
+        reason: "duplicate".into(),
+        idempotency_key: "f1".into(),
+    };
+    chunk(&mut chunks, 4, 1, refund.encode_to_vec());
+    let cancel = v1::CancelOrderRequest {
+        event_id: EVENT.to_string(),
+        order_id: id(0x1002),
+        reason: "too late".into(),
+        idempotency_key: String::new(),
+    };
+    chunk(&mut chunks, 3, 1, cancel.encode_to_vec());
+    let release = v1::ReleaseRequest {
+        event_id: EVENT.to_string(),
+        hold_id: id(1),
+        idempotency_key: String::new(),
+    };
+    chunk(&mut chunks, 2, 1, release.encode_to_vec());
+    let status = v1::SetEventStatusRequest {
+        event_id: EVENT.to_string(),
+        status: v1::EventStatus::Paused as i32,
+    };
+    chunk(&mut chunks, 5, 200, status.encode_to_vec());
+    write(dir, "inventory_requests", "whole-session", &chunks);
+}
+
+/// Appends one request to `out` as `inventory_requests` reads it.
+fn chunk(out: &mut Vec<u8>, kind: u8, advance: u8, message: Vec<u8>) {
+    out.extend_from_slice(&[kind, advance]);
+    out.extend_from_slice(&(message.len() as u16).to_le_bytes());
+    out.extend(message);
+}
+
+fn reserve_request(customer: &str, item: ReserveItem) -> ReserveRequest {
+    reserve(customer, vec![item], None)
+}
+
 fn main() {
     let dir: PathBuf = std::env::args()
         .nth(1)
@@ -599,6 +786,7 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let keys = tempfile::tempdir().expect("a temporary directory");
     let s = session(keys.path());
+    inventory_requests(&dir, keys.path());
     logs(&dir, &s);
     requests(&dir, &s);
     payloads(&dir, &s);
