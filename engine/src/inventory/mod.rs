@@ -823,6 +823,19 @@ impl Inventory {
                 "tally of {c}: {kept:?} kept, {t:?} counted"
             );
         }
+        // `prune` forgets keys from the front of the queue: each key must be there with the time
+        // it was remembered at, or it would never be forgotten (or the queue run dry).
+        let queued: HashSet<(u64, &KeyId)> =
+            self.key_queue.iter().map(|(at, id)| (*at, id)).collect();
+        for (id, entry) in &self.keys {
+            ensure!(
+                queued.contains(&(entry.at_ms, id)),
+                "client key {} of {:?} is not queued to be forgotten",
+                rejection::quote(&id.key),
+                id.scope
+            );
+        }
+        self.ended.check()?;
         self.check_check_ins()
     }
 
