@@ -22,10 +22,10 @@ mod render;
 mod report;
 mod results;
 mod run;
-mod scenario;
 mod target;
 
 use anyhow::Result;
+use bench::scenario;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

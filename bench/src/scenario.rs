@@ -345,15 +345,18 @@ impl Scenario {
         if name_or_path.ends_with(".toml") || path.exists() {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("read scenario file {}", path.display()))?;
-            let scenario: Scenario = toml::from_str(&text)
-                .with_context(|| format!("scenario file {}", path.display()))?;
-            scenario
-                .validate()
-                .with_context(|| format!("scenario file {}", path.display()))?;
-            Ok(scenario)
+            Scenario::from_toml(&text).with_context(|| format!("scenario file {}", path.display()))
         } else {
             Scenario::built_in(name_or_path)
         }
+    }
+
+    /// A scenario file's text, parsed and validated; no I/O (the fuzz target `bench_scenario`
+    /// drives it).
+    pub fn from_toml(text: &str) -> Result<Scenario> {
+        let scenario: Scenario = toml::from_str(text)?;
+        scenario.validate()?;
+        Ok(scenario)
     }
 
     pub fn validate(&self) -> Result<()> {

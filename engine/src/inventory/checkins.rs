@@ -541,22 +541,106 @@ impl Inventory {
         self.tickets_live += tickets.len() as u64;
     }
 
-    /// Checks the check-in state against the orders; part of `audit`.
-    pub(super) fn audit_check_ins(&self) {
+    /// Whether `apply_scans_recorded` can perform `scans` on this state (see `replay.rs`):
+    /// every ticket issued and, unless leaving, of a paid order; the first scan of a ticket lets
+    /// it in; a scan id at a gate recorded once; entries and exits alternate, exits only with
+    /// re-entry; at most `MAX_SCANS_PER_TICKET` scans and the exit after them.
+    pub(super) fn check_scans(&self, scans: &[ScanRecord]) -> Result<(), String> {
+        /// A ticket's state after the record's own scans so far: in or not, and the (scan id,
+        /// gate) pairs they added.
+        #[derive(Default)]
+        struct Seen<'a> {
+            inside: bool,
+            added: Vec<(&'a str, &'a str)>,
+        }
+        let mut seen: HashMap<TicketId, Seen> = HashMap::default();
+        for s in scans {
+            let Some((order_id, _)) = self.ticket_index.get(&s.ticket_id).copied() else {
+                return Err(format!("ticket {} was never issued", s.ticket_id));
+            };
+            if s.kind != ScanKind::Exit {
+                let status = self.orders.get(&order_id).map(|o| o.status);
+                ensure!(
+                    status == Some(OrderStatus::Paid),
+                    "ticket {} scanned in, its order {order_id} is {status:?}",
+                    s.ticket_id
+                );
+            }
+            let kept = self.admissions.get(&s.ticket_id);
+            let Seen { inside, added } = seen.entry(s.ticket_id).or_insert_with(|| Seen {
+                inside: kept.is_some_and(|k| k.inside),
+                added: Vec::new(),
+            });
+            if kept.is_none() && added.is_empty() {
+                ensure!(
+                    s.kind == ScanKind::Entry,
+                    "ticket {} not in, scanned {:?}",
+                    s.ticket_id,
+                    s.kind
+                );
+            }
+            ensure!(
+                kept.is_none_or(|k| k.find(&s.scan_id, &s.gate).is_none())
+                    && !added.contains(&(s.scan_id.as_str(), s.gate.as_str())),
+                "scan {} of ticket {} recorded twice",
+                s.scan_id,
+                s.ticket_id
+            );
+            let first = kept.is_none() && added.is_empty();
+            match s.kind {
+                ScanKind::Entry if first => *inside = true,
+                ScanKind::Entry => {
+                    ensure!(
+                        self.spec.allow_reentry && !*inside,
+                        "ticket {} admitted twice",
+                        s.ticket_id
+                    );
+                    *inside = true;
+                }
+                ScanKind::Conflict => {}
+                ScanKind::Exit => {
+                    ensure!(
+                        self.spec.allow_reentry && *inside,
+                        "ticket {} left, not in",
+                        s.ticket_id
+                    );
+                    *inside = false;
+                }
+            }
+            added.push((s.scan_id.as_str(), s.gate.as_str()));
+            let count = kept.map_or(0, |k| k.scans.len()) + added.len();
+            ensure!(
+                count <= MAX_SCANS_PER_TICKET + 1,
+                "ticket {} scanned {count} times",
+                s.ticket_id
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks the check-in state against the orders; part of `check_state`.
+    pub(super) fn check_check_ins(&self) -> Result<(), String> {
         let issued: usize = self.orders.iter().map(|(_, o)| o.issued.len()).sum();
-        assert_eq!(self.ticket_index.len(), issued, "ticket index");
+        ensure!(self.ticket_index.len() == issued, "ticket index");
         let live: u64 = self
             .orders
             .iter()
             .filter(|(_, o)| o.status == OrderStatus::Paid)
             .map(|(_, o)| o.issued.len() as u64)
             .sum();
-        assert_eq!(self.tickets_live, live, "live tickets");
+        ensure!(self.tickets_live == live, "live tickets");
         let mut counts: HashMap<&str, (u64, u64, u64)> = HashMap::default();
         for (id, scans) in self.admissions.iter() {
-            assert!(self.ticket_index.get(id).is_some(), "admitted ticket {id}");
-            assert!(scans.scans.len() <= MAX_SCANS_PER_TICKET + 1, "ticket {id}");
-            assert_eq!(scans.scans[0].kind, ScanKind::Entry, "ticket {id}");
+            ensure!(self.ticket_index.get(id).is_some(), "admitted ticket {id}");
+            ensure!(
+                scans.scans.len() <= MAX_SCANS_PER_TICKET + 1,
+                "ticket {id} has {} scans",
+                scans.scans.len()
+            );
+            ensure!(
+                scans.scans.first().map(|e| e.kind) == Some(ScanKind::Entry),
+                "ticket {id}'s scans do not start with an entry"
+            );
             // Replayed in order, the scans must leave the ticket where it is, last let in by
             // its admission.
             let mut inside = false;
@@ -565,19 +649,19 @@ impl Inventory {
                 let c = counts.entry(&e.gate).or_default();
                 match e.kind {
                     ScanKind::Entry => {
-                        assert!(!inside, "ticket {id} let in while in");
+                        ensure!(!inside, "ticket {id} let in while in");
                         inside = true;
                         last_entry = Some(e);
                         c.0 += 1;
                     }
                     ScanKind::Conflict => c.1 += 1,
                     ScanKind::Exit => {
-                        assert!(inside, "ticket {id} left while out");
+                        ensure!(inside, "ticket {id} left while out");
                         inside = false;
                         c.2 += 1;
                     }
                 }
-                assert!(
+                ensure!(
                     scans.scans[..i]
                         .iter()
                         .all(|o| o.scan_id != e.scan_id || o.gate != e.gate),
@@ -585,27 +669,36 @@ impl Inventory {
                     e.scan_id
                 );
             }
-            assert!(
+            ensure!(
                 self.spec.allow_reentry || scans.scans.iter().all(|e| e.kind != ScanKind::Exit),
                 "ticket {id} left an event without re-entry"
             );
-            assert_eq!(inside, scans.inside, "ticket {id}");
-            let last = last_entry.expect("an entry first");
+            ensure!(inside == scans.inside, "ticket {id} in: {}", scans.inside);
+            let Some(last) = last_entry else {
+                return Err(format!("ticket {id} was never let in"));
+            };
             let a = &scans.admission;
-            assert_eq!(
-                (&a.scan_id, &a.gate, a.at_ms, a.ticket_id),
-                (&last.scan_id, &last.gate, last.at_ms, *id),
+            ensure!(
+                (&a.scan_id, &a.gate, a.at_ms, a.ticket_id)
+                    == (&last.scan_id, &last.gate, last.at_ms, *id),
                 "ticket {id}'s admission"
             );
         }
+        let mut gates = HashSet::default();
         for g in &self.gates {
-            assert_eq!(
-                counts.get(g.gate.as_str()).copied().unwrap_or_default(),
-                (g.admitted, g.conflicts, g.exits),
+            ensure!(gates.insert(g.gate.as_str()), "gate {} twice", g.gate);
+            ensure!(
+                counts.get(g.gate.as_str()).copied().unwrap_or_default()
+                    == (g.admitted, g.conflicts, g.exits),
                 "scans at gate {}",
                 g.gate
             );
         }
+        ensure!(
+            counts.len() == self.gates.len(),
+            "scans at gates the event does not count"
+        );
+        Ok(())
     }
 }
 

@@ -83,6 +83,17 @@ impl EndedNotes {
         self.total
     }
 
+    /// The count kept is the notes' (`prune` takes chunks off it); part of `check_state`.
+    pub fn check(&self) -> Result<(), String> {
+        let notes: usize = self.chunks.iter().map(|c| c.notes.len()).sum();
+        ensure!(
+            notes == self.total,
+            "{} ended-hold notes counted, {notes} kept",
+            self.total
+        );
+        Ok(())
+    }
+
     /// Notes the chunks have room for.
     pub fn capacity(&self) -> usize {
         self.chunks.iter().map(|c| c.notes.capacity()).sum()

@@ -472,7 +472,7 @@ impl Inventory {
                 Answer::Hold(hold),
             );
         }
-        self.check_lines(lines);
+        self.assert_tiers(lines);
     }
 
     /// Performs `Record::HoldReleased`.
@@ -520,7 +520,7 @@ impl Inventory {
         }
         self.untally(&hold.customer, hold.tickets, 1);
         self.note_end(hold_id, end, at_ms);
-        self.check_lines(&hold.lines);
+        self.assert_tiers(&hold.lines);
     }
 
     /// Takes tickets and open holds off a customer's tally; a tally at zero is dropped.

@@ -17,6 +17,16 @@
 //! keys; `spec.rs` the limits, the spec's checks and the event's status; `views.rs` the
 //! read-only views.
 
+/// Returns `Err(why)` from a check when `cond` does not hold: the fallible twin of `assert!` for
+/// the checks recovery makes on what it read back (`check_state`, `check_record`).
+macro_rules! ensure {
+    ($cond:expr, $($why:tt)+) => {
+        if !$cond {
+            return Err(format!($($why)+));
+        }
+    };
+}
+
 mod checkins;
 mod ended;
 mod footprint;
@@ -26,6 +36,7 @@ pub mod model;
 mod orders;
 mod payments;
 pub mod rejection;
+mod replay;
 mod seating;
 mod sharded;
 mod spec;
@@ -182,7 +193,7 @@ struct TierState {
 }
 
 /// Where a seat is, fixed at creation.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 struct SeatSlot {
     tier: u16,
     /// Index into the tier's `rows`.
@@ -391,13 +402,8 @@ impl Inventory {
         Ok((inventory, record))
     }
 
-    /// Builds the state a `Created` record describes; the start of every replay.
-    ///
-    /// Panics if `record` is not `Created`: a log whose first record is anything else is corrupt.
-    pub fn from_created(record: &Record) -> Inventory {
-        let Record::Created { spec } = record else {
-            panic!("the first record of an event must be Created, found {record:?}");
-        };
+    /// The tiers (all their stock available) and the seat table a spec describes.
+    fn layout(spec: &EventSpec) -> (Vec<TierState>, Vec<SeatSlot>) {
         let mut tiers = Vec::with_capacity(spec.tiers.len());
         let mut seats = Vec::new();
         for (ti, tier) in spec.tiers.iter().enumerate() {
@@ -451,6 +457,18 @@ impl Inventory {
                 }
             }
         }
+        (tiers, seats)
+    }
+
+    /// Builds the state a `Created` record describes; the start of every replay.
+    ///
+    /// Panics if `record` is not `Created`: a log whose first record is anything else is corrupt
+    /// (recovery refuses such a log before it gets here, `check_created`).
+    pub fn from_created(record: &Record) -> Inventory {
+        let Record::Created { spec } = record else {
+            panic!("the first record of an event must be Created, found {record:?}");
+        };
+        let (tiers, seats) = Inventory::layout(spec);
         let lookup = Lookup::build(spec, &seats);
         let fixed_bytes = Inventory::fixed_bytes(spec, &seats);
         // Room for the whole event up front, up to a cap: a drop then fills its tables instead
@@ -618,7 +636,7 @@ impl Inventory {
     }
 
     /// The invariant, for every tier a record touched. In release builds too.
-    fn check_lines(&self, lines: &[LineRecord]) {
+    fn assert_tiers(&self, lines: &[LineRecord]) {
         for line in lines {
             let t = &self.tiers[line.tier as usize];
             assert_eq!(
@@ -632,33 +650,61 @@ impl Inventory {
 
     /// Recomputes every count from the holds, the orders and the seat owners and asserts that they
     /// agree with the maintained ones, that every seat has at most one owner and that owners point
-    /// at live holds or orders. O(state); run after recovery and by the tests.
+    /// at live holds or orders (`check_state`, which says what is wrong). O(state); run after every
+    /// test and by the actor on request.
     pub fn audit(&self) {
-        let mut held = vec![0u32; self.tiers.len()];
-        let mut sold = vec![0u32; self.tiers.len()];
+        if let Err(why) = self.check_state() {
+            panic!("event {} breaks an invariant: {why}", self.spec.id);
+        }
+    }
+
+    /// What `audit` asserts, as a check that never panics, whatever the state holds: recovery
+    /// runs it on a snapshot read back and on the state it rebuilt, and refuses either if it
+    /// fails. Besides the counts it checks the shape a decoded state could get wrong: the tiers
+    /// and seat table are the ones the spec lays out, and every line, seat and ticket index
+    /// points inside them.
+    pub fn check_state(&self) -> Result<(), String> {
+        self.check_layout()?;
+        let mut held = vec![0u64; self.tiers.len()];
+        let mut sold = vec![0u64; self.tiers.len()];
         let mut owner_of = vec![Owner::Free; self.seats.len()];
-        let mut claim = |s: u32, owner: Owner| {
-            assert_eq!(owner_of[s as usize], Owner::Free, "seat {s} has two owners");
-            owner_of[s as usize] = owner;
-        };
-        let mut tallies: HashMap<&str, Tally> = HashMap::default();
+        let mut tallies: HashMap<&str, (u64, u64)> = HashMap::default();
         let deadlines: HashSet<(u64, HoldId)> = self
             .expiry
             .iter()
             .flat_map(|(at, ids)| ids.iter().map(move |id| (*at, *id)))
             .collect();
+        ensure!(
+            self.expiry.values().all(|ids| !ids.is_empty())
+                && self.payment_deadlines.values().all(|ids| !ids.is_empty()),
+            "an empty list of deadlines"
+        );
         for (id, hold) in self.holds.iter() {
-            assert!(
+            ensure!(
                 deadlines.contains(&(hold.expires_at_ms, *id)),
                 "live hold {id} has no deadline"
             );
+            let tickets = self
+                .check_lines(&hold.lines)
+                .map_err(|e| format!("hold {id}: {e}"))?;
+            ensure!(
+                u64::from(hold.tickets) == tickets,
+                "hold {id} counts {} tickets in lines of {tickets}",
+                hold.tickets
+            );
             for line in &hold.lines {
-                held[line.tier as usize] += line.quantity;
-                line.seats.iter().for_each(|&s| claim(s, Owner::Held(*id)));
+                held[line.tier as usize] += u64::from(line.quantity);
+                for &s in &line.seats {
+                    ensure!(
+                        owner_of[s as usize] == Owner::Free,
+                        "seat {s} has two owners"
+                    );
+                    owner_of[s as usize] = Owner::Held(*id);
+                }
             }
             let t = tallies.entry(&hold.customer).or_default();
-            t.tickets += hold.tickets;
-            t.open_holds += 1;
+            t.0 += u64::from(hold.tickets);
+            t.1 += 1;
         }
         let mut due: HashSet<(u64, OrderId)> = self
             .payment_deadlines
@@ -670,53 +716,75 @@ impl Inventory {
                 order.status,
                 OrderStatus::PendingPayment | OrderStatus::Paid
             );
-            assert!(
+            ensure!(
                 order.holds_stock == live
                     || (order.holds_stock && order.status == OrderStatus::Refunded),
                 "order {id} is {:?} and holds stock: {}",
                 order.status,
                 order.holds_stock
             );
+            let tickets = self
+                .check_lines(&order.lines)
+                .map_err(|e| format!("order {id}: {e}"))?;
+            ensure!(
+                u64::from(order.tickets) == tickets,
+                "order {id} counts {} tickets in lines of {tickets}",
+                order.tickets
+            );
             if order.holds_stock {
                 for line in &order.lines {
-                    sold[line.tier as usize] += line.quantity;
-                    line.seats.iter().for_each(|&s| claim(s, Owner::Sold(*id)));
+                    sold[line.tier as usize] += u64::from(line.quantity);
+                    for &s in &line.seats {
+                        ensure!(
+                            owner_of[s as usize] == Owner::Free,
+                            "seat {s} has two owners"
+                        );
+                        owner_of[s as usize] = Owner::Sold(*id);
+                    }
                 }
             }
             if live {
-                tallies.entry(&order.customer).or_default().tickets += order.tickets;
+                tallies.entry(&order.customer).or_default().0 += u64::from(order.tickets);
             }
             if order.status == OrderStatus::PendingPayment {
-                assert!(
+                ensure!(
                     due.remove(&(order.payment_due_at_ms, *id)),
                     "order {id} pending payment has no deadline"
                 );
             }
             let paid = matches!(order.status, OrderStatus::Paid | OrderStatus::Refunded);
-            assert_eq!(paid, order.payment.is_some(), "payment of order {id}");
-            assert_eq!(
-                order.issued.len() as u32,
-                if paid { order.tickets } else { 0 },
-                "order {id} ({:?}) tickets issued",
-                order.status
+            ensure!(
+                paid == order.payment.is_some(),
+                "order {id} is {:?} with payment {:?}",
+                order.status,
+                order.payment
             );
+            if paid {
+                self.check_tickets(order, &order.issued)
+                    .map_err(|e| format!("order {id}: {e}"))?;
+            } else {
+                ensure!(
+                    order.issued.is_empty(),
+                    "order {id} ({:?}) has tickets issued",
+                    order.status
+                );
+            }
         }
         // What is left in `due` are stale entries of orders paid or cancelled before their
         // deadline, dropped lazily.
-        assert_eq!(
-            owner_of, self.owners,
+        ensure!(
+            owner_of == self.owners,
             "seat owners disagree with holds and orders"
         );
         for (i, t) in self.tiers.iter().enumerate() {
-            assert_eq!(
-                (t.held, t.sold),
-                (held[i], sold[i]),
+            ensure!(
+                (u64::from(t.held), u64::from(t.sold)) == (held[i], sold[i]),
                 "tier {i} counts disagree"
             );
-            assert_eq!(
-                t.available + t.held + t.sold,
-                t.capacity,
-                "tier {i} invariant"
+            ensure!(
+                u64::from(t.available) + u64::from(t.held) + u64::from(t.sold)
+                    == u64::from(t.capacity),
+                "tier {i} breaks available + held + sold == capacity"
             );
             for row in &t.rows {
                 let free = row
@@ -724,26 +792,124 @@ impl Inventory {
                     .iter()
                     .filter(|&&s| self.owners[s as usize] == Owner::Free)
                     .count();
-                assert_eq!(row.free as usize, free, "row free count");
+                ensure!(row.free as usize == free, "row free count");
             }
         }
-        assert_eq!(tallies.len(), self.customers.len(), "customer tallies");
-        assert_eq!(self.order_of_hold.len(), self.orders.len(), "order index");
+        ensure!(
+            tallies.len() == self.customers.len(),
+            "customer tallies: {} kept, {} counted",
+            self.customers.len(),
+            tallies.len()
+        );
+        ensure!(self.order_of_hold.len() == self.orders.len(), "order index");
         for (id, order) in self.orders.iter() {
-            assert_eq!(
-                self.order_of_hold.get(&order.hold_id),
-                Some(id),
+            ensure!(
+                self.order_of_hold.get(&order.hold_id) == Some(id),
                 "order index of {id}"
+            );
+            ensure!(
+                self.holds.get(&order.hold_id).is_none(),
+                "hold {} is live and confirmed as order {id}",
+                order.hold_id
             );
         }
         for (c, t) in tallies {
-            let kept = self.customers[c];
-            assert_eq!(
-                (kept.tickets, kept.open_holds),
-                (t.tickets, t.open_holds),
-                "tally of {c}"
+            let kept = self
+                .customers
+                .get(c)
+                .map(|k| (u64::from(k.tickets), u64::from(k.open_holds)));
+            ensure!(
+                kept == Some(t),
+                "tally of {c}: {kept:?} kept, {t:?} counted"
             );
         }
-        self.audit_check_ins();
+        // `prune` forgets keys from the front of the queue: each key must be there with the time
+        // it was remembered at, or it would never be forgotten (or the queue run dry).
+        let queued: HashSet<(u64, &KeyId)> =
+            self.key_queue.iter().map(|(at, id)| (*at, id)).collect();
+        for (id, entry) in &self.keys {
+            ensure!(
+                queued.contains(&(entry.at_ms, id)),
+                "client key {} of {:?} is not queued to be forgotten",
+                rejection::quote(&id.key),
+                id.scope
+            );
+        }
+        self.ended.check()?;
+        self.check_check_ins()
+    }
+
+    /// The tiers and the seat table are the ones the spec lays out, each owner has its seat.
+    fn check_layout(&self) -> Result<(), String> {
+        ensure!(
+            self.spec.tiers.len() <= usize::from(u16::MAX) + 1,
+            "{} tiers",
+            self.spec.tiers.len()
+        );
+        let (tiers, seats) = Inventory::layout(&self.spec);
+        ensure!(self.seats == seats, "the seat table is not the spec's");
+        ensure!(
+            self.owners.len() == seats.len(),
+            "{} seat owners for {} seats",
+            self.owners.len(),
+            seats.len()
+        );
+        ensure!(
+            self.tiers.len() == tiers.len(),
+            "{} tiers for the spec's {}",
+            self.tiers.len(),
+            tiers.len()
+        );
+        for (i, (kept, laid)) in self.tiers.iter().zip(&tiers).enumerate() {
+            ensure!(
+                kept.capacity == laid.capacity
+                    && kept.rows.len() == laid.rows.len()
+                    && kept
+                        .rows
+                        .iter()
+                        .zip(&laid.rows)
+                        .all(|(a, b)| a.seats == b.seats),
+                "tier {i} is not laid out as the spec says"
+            );
+        }
+        Ok(())
+    }
+
+    /// Lines point inside the event: a tier that exists, seats of that tier, one per unit of a
+    /// seated tier and none for general admission, no seat twice. Returns their tickets.
+    fn check_lines(&self, lines: &[LineRecord]) -> Result<u64, String> {
+        let mut tickets = 0u64;
+        let mut taken = HashSet::default();
+        for line in lines {
+            let tier = self
+                .tiers
+                .get(usize::from(line.tier))
+                .ok_or_else(|| format!("a line of tier {}, which does not exist", line.tier))?;
+            if tier.rows.is_empty() {
+                ensure!(line.seats.is_empty(), "seats in a general-admission line");
+            } else {
+                ensure!(
+                    line.seats.len() == line.quantity as usize,
+                    "a seated line of {} with {} seats",
+                    line.quantity,
+                    line.seats.len()
+                );
+            }
+            for &s in &line.seats {
+                let slot = self
+                    .seats
+                    .get(s as usize)
+                    .ok_or_else(|| format!("seat {s}, which does not exist"))?;
+                ensure!(
+                    slot.tier == line.tier,
+                    "seat {s} is not in tier {}",
+                    line.tier
+                );
+                ensure!(taken.insert(s), "seat {s} twice");
+            }
+            tickets += u64::from(line.quantity);
+        }
+        ensure!(tickets <= u64::from(u32::MAX), "{tickets} tickets");
+        Ok(tickets)
     }
 }

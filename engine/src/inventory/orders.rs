@@ -234,7 +234,7 @@ impl Inventory {
                 Answer::Order(Box::new(order)),
             );
         }
-        self.check_lines(lines);
+        self.assert_tiers(lines);
     }
 
     /// Performs `Record::OrderCancelled`: the order's seats and tickets go back on sale.
@@ -313,7 +313,7 @@ impl Inventory {
                 tier.rows[self.seats[s as usize].row as usize].free += 1;
             }
         }
-        self.check_lines(&lines);
+        self.assert_tiers(&lines);
     }
 }
 

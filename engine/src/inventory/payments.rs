@@ -227,7 +227,9 @@ impl Inventory {
             OrderStatus::PendingPayment,
             "order {order_id}"
         );
-        self.check_tickets(order, tickets);
+        if let Err(why) = self.check_tickets(order, tickets) {
+            panic!("order {order_id} paid: {why}");
+        }
         self.change_order(order_id, |order| {
             order.status = OrderStatus::Paid;
             order.updated_at_ms = payment.paid_at_ms;

@@ -1192,3 +1192,48 @@ proptest! {
         prop_assert_eq!(replayed.check_in_stats(), inv.check_in_stats());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// `check_state` on states a snapshot could decode to: what `prune` relies on is checked too.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_state_with_a_client_key_not_queued_to_be_forgotten_fails_the_check() {
+    let mut inv = event();
+    let keyed = ReserveRequest {
+        idempotency_key: Some("k1".into()),
+        ..ga("ana", 1)
+    };
+    inv.reserve(&keyed, hid(1), T0, &limits()).unwrap();
+    inv.check_state().unwrap();
+    // Decoded from a snapshot whose queue lost the key: `prune` would pop an empty queue
+    // (`forget_oldest_key` expects a front) once the keys are over their limit.
+    let mut lost = inv.clone();
+    lost.key_queue.clear();
+    let why = lost.check_state().unwrap_err();
+    assert!(
+        why.contains("key k1") && why.contains("not queued"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_state_whose_ended_hold_count_disagrees_with_its_notes_fails_the_check() {
+    let mut inv = event();
+    inv.reserve(&ga("ana", 1), hid(1), T0, &limits()).unwrap();
+    let release = ReleaseRequest {
+        hold_id: hid(1),
+        idempotency_key: None,
+    };
+    inv.release(&release, T0 + 1, &limits()).unwrap();
+    inv.check_state().unwrap();
+    // A count below its notes' would underflow when `prune` takes their chunk off it.
+    let mut short = inv.clone();
+    // The notes encode as their chunks, then the count: one varint byte for 1, made 0.
+    let mut bytes = postcard::to_stdvec(&inv.ended).unwrap();
+    assert_eq!(bytes.pop(), Some(1));
+    bytes.push(0);
+    short.ended = postcard::from_bytes(&bytes).unwrap();
+    let why = short.check_state().unwrap_err();
+    assert!(why.contains("ended-hold notes"), "{why}");
+}

@@ -46,13 +46,18 @@ impl Inventory {
         tickets
     }
 
-    /// Checks tickets read back from a record against their order: one per unit of each line,
-    /// each seat of the line once.
-    pub(super) fn check_tickets(&self, order: &OrderState, tickets: &[TicketRecord]) {
-        assert_eq!(
-            tickets.len() as u32,
-            order.tickets,
-            "an order issues one ticket per unit"
+    /// Checks tickets read back from a record or a snapshot against their order: one per unit of
+    /// each line, each seat of the line once.
+    pub(super) fn check_tickets(
+        &self,
+        order: &OrderState,
+        tickets: &[TicketRecord],
+    ) -> Result<(), String> {
+        ensure!(
+            tickets.len() as u64 == u64::from(order.tickets),
+            "{} tickets issued for {} units",
+            tickets.len(),
+            order.tickets
         );
         for (index, line) in order.lines.iter().enumerate() {
             let of_line: Vec<Option<u32>> = tickets
@@ -60,21 +65,23 @@ impl Inventory {
                 .filter(|t| usize::from(t.line) == index)
                 .map(|t| t.seat)
                 .collect();
-            assert_eq!(
-                of_line.len() as u32,
-                line.quantity,
-                "tickets of line {index}"
+            ensure!(
+                of_line.len() as u64 == u64::from(line.quantity),
+                "{} tickets of line {index} for {} units",
+                of_line.len(),
+                line.quantity
             );
             if line.seats.is_empty() {
-                assert!(
+                ensure!(
                     of_line.iter().all(Option::is_none),
-                    "a GA ticket with a seat"
+                    "a general-admission ticket with a seat"
                 );
             } else {
                 let seats: Vec<Option<u32>> = line.seats.iter().copied().map(Some).collect();
-                assert_eq!(of_line, seats, "ticket seats of line {index}");
+                ensure!(of_line == seats, "ticket seats of line {index}");
             }
         }
+        Ok(())
     }
 
     /// An order's tickets as answers show them.
