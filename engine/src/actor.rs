@@ -193,8 +193,6 @@ pub struct EventState {
     last_now_ms: u64,
     /// This event's share of `context.memory` as last reported.
     memory_reported: u64,
-    /// Records of this event known durable: the state in memory equals the disk's up to here.
-    durable_lsn: Arc<AtomicU64>,
 }
 
 pub fn wall_clock_ms() -> u64 {
@@ -266,16 +264,10 @@ impl EventState {
     ) {
         let count = std::mem::take(&mut self.frame_count);
         let first_lsn = self.inventory.applied() - u64::from(count);
-        let (durable_lsn, applied) = (self.durable_lsn.clone(), self.inventory.applied());
-        let waiter: Option<Waiter> = (reply.is_some() || count > 0).then(|| -> Waiter {
+        let waiter: Option<Waiter> = reply.map(|(reply, permit)| -> Waiter {
             Box::new(move |durable: Result<(), StorageError>| {
-                if durable.is_ok() {
-                    durable_lsn.fetch_max(applied, Ordering::Release);
-                }
-                if let Some((reply, permit)) = reply {
-                    drop(permit);
-                    let _ = reply.send(durable.map_err(Error::from).and(answer));
-                }
+                drop(permit);
+                let _ = reply.send(durable.map_err(Error::from).and(answer));
             })
         });
         self.context.commit.submit(
@@ -394,23 +386,16 @@ impl EventState {
     }
 
     /// Every message once a write has failed (a full disk, an i/o error): every change is
-    /// refused with the failure, nothing is written (no expiry, no timer), and reads are answered
-    /// while the state in memory is the disk's, that is unless this event had changes in the
-    /// failed round or after it. Those were answered `STORAGE`, but whether they reached the disk
-    /// is known only after a restart, so such an event refuses reads too until then. (sled
-    /// refuses every read once a write has failed, so the state cannot be read back.)
+    /// refused with the failure and nothing is written (no expiry, no timer), so the state stays
+    /// as it is until the restart; reads are answered from it. The changes of the failed round are
+    /// in it: they were answered `STORAGE` (whether they reached the disk is known only after the
+    /// restart), so none of their hold or order ids was given out, and they show only in counts
+    /// (availability, check-in stats). sled refuses every read once a write has failed, so the
+    /// disk's state cannot be read back instead.
     fn after_failure(&mut self, message: EventMsg, failure: &StorageError) {
         let refused = || Error::Storage(StorageError::Poisoned(failure.to_string()));
         let now = self.now_ms();
-        let durable = self.durable_lsn.load(Ordering::Acquire);
-        let state = if self.inventory.applied() == durable {
-            Ok(&self.inventory)
-        } else {
-            Err(Error::Storage(StorageError::Poisoned(format!(
-                "{failure}; this event's latest changes may or may not be on disk, so it answers \
-                 reads again after a restart"
-            ))))
-        };
+        let inv = &self.inventory;
         fn answer<T>(reply: Reply<T>, permit: OwnedSemaphorePermit, answer: Result<T, Error>) {
             drop(permit);
             let _ = reply.send(answer);
@@ -430,26 +415,16 @@ impl EventState {
                 hold_id,
                 permit,
                 reply,
-            } => answer(
-                reply,
-                permit,
-                state.and_then(|inv| Ok(inv.hold(hold_id, now)?)),
-            ),
+            } => answer(reply, permit, inv.hold(hold_id, now).map_err(Error::from)),
             EventMsg::GetOrder {
                 order_id,
                 permit,
                 reply,
-            } => answer(
-                reply,
-                permit,
-                state.and_then(|inv| Ok(inv.order(order_id)?)),
-            ),
+            } => answer(reply, permit, inv.order(order_id).map_err(Error::from)),
             EventMsg::CheckInStats { permit, reply } => {
-                answer(reply, permit, state.map(|inv| inv.check_in_stats()))
+                answer(reply, permit, Ok(inv.check_in_stats()))
             }
-            EventMsg::Summary { permit, reply } => {
-                answer(reply, permit, state.map(|inv| inv.summary()))
-            }
+            EventMsg::Summary { permit, reply } => answer(reply, permit, Ok(inv.summary())),
             EventMsg::Seats {
                 tier,
                 permit,
@@ -457,21 +432,18 @@ impl EventState {
             } => answer(
                 reply,
                 permit,
-                state.and_then(|inv| Ok(inv.seat_availability(tier.as_deref())?)),
+                inv.seat_availability(tier.as_deref()).map_err(Error::from),
             ),
-            EventMsg::Audit { permit, reply } => answer(
-                reply,
-                permit,
-                state.map(|inv| {
-                    inv.audit();
-                    AuditReport {
-                        summary: inv.summary(),
-                        hold_ids: inv.hold_ids(),
-                        orders: inv.order_list(),
-                        applied_records: inv.applied(),
-                    }
-                }),
-            ),
+            EventMsg::Audit { permit, reply } => {
+                inv.audit();
+                let report = AuditReport {
+                    summary: inv.summary(),
+                    hold_ids: inv.hold_ids(),
+                    orders: inv.order_list(),
+                    applied_records: inv.applied(),
+                };
+                answer(reply, permit, Ok(report))
+            }
             EventMsg::Expire { .. } => {}
         }
     }
@@ -506,8 +478,6 @@ impl Actor for EventActor {
         _myself: ActorRef<EventMsg>,
         args: EventArgs,
     ) -> Result<EventState, ActorProcessingErr> {
-        // Recovered or created: what the state holds is on disk.
-        let applied = args.inventory.applied();
         Ok(EventState {
             inventory: args.inventory,
             context: args.context,
@@ -523,7 +493,6 @@ impl Actor for EventActor {
             timer_generation: 0,
             last_now_ms: 0,
             memory_reported: 0,
-            durable_lsn: Arc::new(AtomicU64::new(applied)),
         })
     }
 

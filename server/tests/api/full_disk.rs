@@ -163,27 +163,22 @@ async fn a_full_disk_refuses_changes_with_storage_keeps_reads_and_loses_nothing(
     // Every change is refused, on both events.
     assert_storage(&c.reserve(ga(&busy, "late", 1, "")).await.unwrap_err());
     assert_storage(&c.reserve(ga(&quiet, "late", 1, "")).await.unwrap_err());
-    // The quiet event's state is the disk's: its reads are answered.
+    // Reads are answered: the quiet event as it was.
     let (_, held, _) = counts(&c.tiers(&quiet).await, "GA");
     assert_eq!(held, 20);
     for hold in &quiet_holds {
         get_hold(&mut c, &quiet, hold).await.unwrap();
     }
-    // The busy one had changes in the failed write, which may or may not be on disk: it answers
-    // reads again after a restart, unless the failed write held none of its changes.
-    let req = c.req(v1::GetAvailabilityRequest {
-        event_id: busy.clone(),
-        ..Default::default()
-    });
-    match c.availability.get_availability(req).await {
-        Err(refused) => {
-            assert_storage(&refused);
-            assert!(refused.message().contains("after a restart"), "{refused:?}");
-        }
-        Ok(answer) => {
-            let (_, held, _) = counts(&answer.into_inner().tiers, "GA");
-            assert_eq!(held as usize, acked.len());
-        }
+    // The busy one answers reads too: every acknowledged hold is there; the holds of the failed
+    // write, answered STORAGE, may show in its counts until the restart settles them.
+    let (_, held, _) = counts(&c.tiers(&busy).await, "GA");
+    assert!(
+        held as usize >= acked.len(),
+        "{held} held, {} acknowledged",
+        acked.len()
+    );
+    for hold in acked.iter().step_by(acked.len() / 20) {
+        get_hold(&mut c, &busy, hold).await.unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.metric("boxoffice_storage_failed").await != 1.0 {
