@@ -495,7 +495,8 @@ fn event_from_key(key: &[u8]) -> Result<EventId, StorageError> {
     Ok(EventId(Uuid::from_bytes(bytes)))
 }
 
-fn segment_count(event: EventId, segment: &[u8]) -> Result<u32, StorageError> {
+/// The record count in a segment's header; a segment too short for one is corrupt.
+pub fn segment_count(event: EventId, segment: &[u8]) -> Result<u32, StorageError> {
     segment
         .get(..4)
         .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))

@@ -294,16 +294,6 @@ impl SimStorage {
     }
 }
 
-fn segment_count(event: EventId, segment: &[u8]) -> Result<u32, StorageError> {
-    segment
-        .get(..4)
-        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-        .ok_or_else(|| StorageError::Corrupt {
-            event,
-            detail: "segment shorter than its header".into(),
-        })
-}
-
 impl LogStore for SimStorage {
     fn write_segment(
         &self,
@@ -319,7 +309,7 @@ impl LogStore for SimStorage {
         let mut s = self.state();
         let mut doomed = Vec::new();
         for (key, value) in s.current.log.range((event, 0)..(event, lsn)) {
-            if key.1 + u64::from(segment_count(event, value)?) <= lsn {
+            if key.1 + u64::from(wal::segment_count(event, value)?) <= lsn {
                 doomed.push(*key);
             }
         }
@@ -900,18 +890,46 @@ impl Sim {
         let limits = self.limits.clone();
         let customer = format!("c{}", self.rng.u8(0..6));
         match self.rng.u32(0..100) {
-            0..=19 => {
-                let quantity = self.rng.u32(1..=4);
-                let key = self
-                    .rng
-                    .chance(0.3)
-                    .then(|| format!("k{}", self.rng.u8(0..3)));
+            roll @ 0..=37 => {
+                let (item, key, what) = match roll {
+                    0..=19 => {
+                        let quantity = self.rng.u32(1..=4);
+                        let key = self
+                            .rng
+                            .chance(0.3)
+                            .then(|| format!("k{}", self.rng.u8(0..3)));
+                        let item = ReserveItem::General {
+                            tier: "GA".into(),
+                            quantity,
+                        };
+                        (item, key, "reserve GA")
+                    }
+                    20..=29 => {
+                        let quantity = self.rng.u32(1..=3);
+                        let item = ReserveItem::BestAvailable {
+                            tier: "SEAT".into(),
+                            quantity,
+                        };
+                        (item, None, "reserve best seats")
+                    }
+                    _ => {
+                        let seats = (0..self.rng.usize(1..=2))
+                            .map(|_| SeatRef {
+                                section: "A".into(),
+                                row: self.rng.u8(1..=2).to_string(),
+                                number: self.rng.u8(1..=6).to_string(),
+                            })
+                            .collect();
+                        let item = ReserveItem::Seats {
+                            tier: "SEAT".into(),
+                            seats,
+                        };
+                        (item, None, "reserve named seats")
+                    }
+                };
                 let req = ReserveRequest {
                     customer,
-                    items: vec![ReserveItem::General {
-                        tier: "GA".into(),
-                        quantity,
-                    }],
+                    items: vec![item],
                     hold_ttl_ms: None,
                     idempotency_key: key,
                 };
@@ -920,49 +938,7 @@ impl Sim {
                 if let Ok(d) = &d {
                     live.holds.push(d.answer.id);
                 }
-                batch.outcome(live, d, now, "reserve GA")
-            }
-            20..=29 => {
-                let quantity = self.rng.u32(1..=3);
-                let req = ReserveRequest {
-                    customer,
-                    items: vec![ReserveItem::BestAvailable {
-                        tier: "SEAT".into(),
-                        quantity,
-                    }],
-                    hold_ttl_ms: None,
-                    idempotency_key: None,
-                };
-                let hold_id = HoldId(Uuid::from_u128(self.rng.u128(..)));
-                let d = live.inv.reserve(&req, hold_id, now, &limits);
-                if let Ok(d) = &d {
-                    live.holds.push(d.answer.id);
-                }
-                batch.outcome(live, d, now, "reserve best seats")
-            }
-            30..=37 => {
-                let seats = (0..self.rng.usize(1..=2))
-                    .map(|_| SeatRef {
-                        section: "A".into(),
-                        row: self.rng.u8(1..=2).to_string(),
-                        number: self.rng.u8(1..=6).to_string(),
-                    })
-                    .collect();
-                let req = ReserveRequest {
-                    customer,
-                    items: vec![ReserveItem::Seats {
-                        tier: "SEAT".into(),
-                        seats,
-                    }],
-                    hold_ttl_ms: None,
-                    idempotency_key: None,
-                };
-                let hold_id = HoldId(Uuid::from_u128(self.rng.u128(..)));
-                let d = live.inv.reserve(&req, hold_id, now, &limits);
-                if let Ok(d) = &d {
-                    live.holds.push(d.answer.id);
-                }
-                batch.outcome(live, d, now, "reserve named seats")
+                batch.outcome(live, d, now, what)
             }
             38..=45 => {
                 let Some(hold_id) = self.pick(&live.holds) else {

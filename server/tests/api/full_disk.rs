@@ -6,7 +6,6 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proto::v1;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -65,31 +64,6 @@ fn fill_leaving(path: &Path, leave: u64) {
     }
     file.set_len(written.saturating_sub(leave)).unwrap();
     file.sync_all().unwrap();
-}
-
-async fn health_of(server: &Server, service: &str) -> ServingStatus {
-    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    let answer = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .expect("health answers")
-        .into_inner();
-    ServingStatus::try_from(answer.status).unwrap()
-}
-
-async fn get_hold(c: &mut Clients, event: &str, hold_id: &str) -> Result<v1::Hold, tonic::Status> {
-    let req = c.req(v1::GetHoldRequest {
-        event_id: event.into(),
-        hold_id: hold_id.into(),
-    });
-    Ok(c.reservations
-        .get_hold(req)
-        .await?
-        .into_inner()
-        .hold
-        .unwrap())
 }
 
 fn assert_storage(status: &tonic::Status) {
@@ -167,7 +141,7 @@ async fn a_full_disk_refuses_changes_with_storage_keeps_reads_and_loses_nothing(
     let (_, held, _) = counts(&c.tiers(&quiet).await, "GA");
     assert_eq!(held, 20);
     for hold in &quiet_holds {
-        get_hold(&mut c, &quiet, hold).await.unwrap();
+        c.get_hold(&quiet, hold).await.unwrap();
     }
     // The busy one answers reads too: every acknowledged hold is there; the holds of the failed
     // write, answered STORAGE, may show in its counts until the restart settles them.
@@ -178,7 +152,7 @@ async fn a_full_disk_refuses_changes_with_storage_keeps_reads_and_loses_nothing(
         acked.len()
     );
     for hold in acked.iter().step_by(acked.len() / 20) {
-        get_hold(&mut c, &busy, hold).await.unwrap();
+        c.get_hold(&busy, hold).await.unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.metric("boxoffice_storage_failed").await != 1.0 {
@@ -188,13 +162,13 @@ async fn a_full_disk_refuses_changes_with_storage_keeps_reads_and_loses_nothing(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(health_of(&server, "").await, ServingStatus::NotServing);
+    assert_eq!(server.health_of("").await, ServingStatus::NotServing);
     assert_eq!(
-        health_of(&server, "boxoffice.v1.Reservations").await,
+        server.health_of("boxoffice.v1.Reservations").await,
         ServingStatus::NotServing
     );
     assert_eq!(
-        health_of(&server, "boxoffice.v1.Availability").await,
+        server.health_of("boxoffice.v1.Availability").await,
         ServingStatus::Serving
     );
 
@@ -215,10 +189,10 @@ async fn a_full_disk_refuses_changes_with_storage_keeps_reads_and_loses_nothing(
         acked.len()
     );
     for hold in &acked {
-        get_hold(&mut c, &busy, hold).await.unwrap();
+        c.get_hold(&busy, hold).await.unwrap();
     }
     for hold in &quiet_holds {
-        get_hold(&mut c, &quiet, hold).await.unwrap();
+        c.get_hold(&quiet, hold).await.unwrap();
     }
     c.reserve(ga(&busy, "after", 1, "")).await.unwrap();
     c.reserve(ga(&quiet, "after", 1, "")).await.unwrap();

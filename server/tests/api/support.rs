@@ -164,10 +164,20 @@ impl Server {
 
     /// The health service's answer for the whole server.
     pub async fn health(&self) -> tonic_health::pb::health_check_response::ServingStatus {
+        self.health_of("").await
+    }
+
+    /// The health service's answer for `service` ("" for the whole server).
+    pub async fn health_of(
+        &self,
+        service: &str,
+    ) -> tonic_health::pb::health_check_response::ServingStatus {
         use tonic_health::pb::health_check_response::ServingStatus;
         let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel().await);
         let answer = health
-            .check(tonic_health::pb::HealthCheckRequest::default())
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .expect("health answers")
             .into_inner();
@@ -293,6 +303,20 @@ impl Clients {
             .expect("availability")
             .into_inner()
             .tiers
+    }
+
+    pub async fn get_hold(&mut self, event: &str, hold_id: &str) -> Result<v1::Hold, Status> {
+        let req = self.req(v1::GetHoldRequest {
+            event_id: event.into(),
+            hold_id: hold_id.into(),
+        });
+        Ok(self
+            .reservations
+            .get_hold(req)
+            .await?
+            .into_inner()
+            .hold
+            .expect("hold"))
     }
 
     pub async fn reserve(&mut self, request: v1::ReserveRequest) -> Result<v1::Hold, Status> {
