@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use uuid::Uuid;
 
 use crate::commit::{GroupCommit, Waiter};
@@ -165,8 +165,6 @@ pub struct EventArgs {
     /// Records covered by the event's latest durable snapshot; the next snapshot is due
     /// `snapshot_every_records` after it, so a long replay at start is followed by a snapshot.
     pub snapshot_lsn: u64,
-    /// The event's admission permits, to see how busy it is.
-    pub permits: Arc<Semaphore>,
     pub context: Arc<ActorContext>,
     /// Where the actor publishes the number of records applied, after every message that
     /// changed something; watchers read the new state through the actor, behind the change.
@@ -184,8 +182,6 @@ pub struct EventState {
     last_snapshot_lsn: u64,
     /// The snapshot being written off the actor, if any.
     snapshot_task: Option<tokio::task::JoinHandle<()>>,
-    permits: Arc<Semaphore>,
-    max_in_flight: usize,
     changes: watch::Sender<u64>,
     /// Deadline the armed timer fires at, and its generation; older timers are ignored.
     timer_at_ms: Option<u64>,
@@ -284,6 +280,7 @@ impl EventState {
             // wakes each watcher once.
             self.changes.send_replace(self.inventory.applied());
         }
+        self.inventory.grow_ahead();
         self.maybe_snapshot();
     }
 
@@ -321,22 +318,19 @@ impl EventState {
     }
 
     /// Snapshots after `snapshot_every_records`, or after as many records as the state has
-    /// entries if that is more: a snapshot costs time in proportion to the state, so this keeps
-    /// its cost per record bounded while replay at restart stays within one state's worth.
+    /// entries if that is more: encoding a snapshot costs time in proportion to the state, so
+    /// this keeps its cost per record bounded while replay at restart stays within one state's
+    /// worth. The actor only takes a copy that shares the state's chunks (`Inventory::snapshot`,
+    /// no work in proportion to the state's size); a blocking task encodes it, waits until
+    /// everything up to its lsn is durable in the log, writes and fsyncs the file, and only then
+    /// are the segments it covers dropped.
     fn maybe_snapshot(&mut self) {
         let lsn = self.inventory.applied();
         let every = self
             .context
             .snapshot_every_records
             .max(self.inventory.state_size() as u64);
-        let since = lsn - self.last_snapshot_lsn;
-        if since < every {
-            return;
-        }
-        // Encoding stalls the event, so a busy event puts it off, up to four times the interval;
-        // restart replays at most that many records.
-        let in_flight = self.max_in_flight - self.permits.available_permits();
-        if in_flight > 1 && since < every.saturating_mul(4) {
+        if lsn - self.last_snapshot_lsn < every {
             return;
         }
         if self
@@ -346,16 +340,16 @@ impl EventState {
         {
             return; // the previous one is still being written; try again after the next command
         }
-        // Encoded here (about 0.3 s per million holds, measured), written by a blocking task:
-        // once everything up to `lsn` is durable in the log, the file is written and fsynced,
-        // and only then are the segments it covers dropped.
-        let state = postcard::to_allocvec(&self.inventory).expect("the inventory serializes");
+        let snapshot = self.inventory.snapshot();
         let (commit, snapshots, event) = (
             self.context.commit.clone(),
             self.context.snapshots.clone(),
             self.inventory.id(),
         );
         self.snapshot_task = Some(tokio::task::spawn_blocking(move || {
+            let state = postcard::to_allocvec(&snapshot).expect("the inventory serializes");
+            // The chunks the actor has not copied since are let go here, off the actor.
+            drop(snapshot);
             let written = commit
                 .wait_durable()
                 .and_then(|()| snapshots.write(event, lsn, &state));
@@ -486,8 +480,6 @@ impl Actor for EventActor {
             outbox: Vec::new(),
             last_snapshot_lsn: args.snapshot_lsn,
             snapshot_task: None,
-            max_in_flight: args.permits.available_permits(),
-            permits: args.permits,
             changes: args.changes,
             timer_at_ms: None,
             timer_generation: 0,

@@ -381,7 +381,6 @@ impl Engine {
             EventArgs {
                 inventory,
                 snapshot_lsn,
-                permits: permits.clone(),
                 context: self.context.clone(),
                 changes: changes_tx,
             },

@@ -3,9 +3,11 @@
 //!
 //! The notes are kept in chunks of at most `CHUNK_NOTES`: no table ever grows past that, so adding
 //! a note never rehashes millions of entries in the middle of a drop, and forgetting the oldest
-//! notes drops a whole chunk at once.
+//! notes drops a whole chunk at once. Chunks sit behind an `Arc`: a copy of the notes (a
+//! snapshot's) shares them, and a new note copies only the last chunk, if the copy shares it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +31,7 @@ struct Chunk {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct EndedNotes {
-    chunks: VecDeque<Chunk>,
+    chunks: VecDeque<Arc<Chunk>>,
     total: usize,
 }
 
@@ -45,12 +47,12 @@ impl EndedNotes {
             } else {
                 CHUNK_NOTES
             };
-            self.chunks.push_back(Chunk {
+            self.chunks.push_back(Arc::new(Chunk {
                 newest_at_ms: at_ms,
                 notes: HashMap::with_capacity_and_hasher(room, Default::default()),
-            });
+            }));
         }
-        let chunk = self.chunks.back_mut().expect("just ensured");
+        let chunk = Arc::make_mut(self.chunks.back_mut().expect("just ensured"));
         chunk.newest_at_ms = chunk.newest_at_ms.max(at_ms);
         if chunk.notes.insert(hold, end).is_none() {
             self.total += 1;

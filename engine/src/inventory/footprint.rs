@@ -28,8 +28,10 @@ impl Inventory {
     /// The bytes that do not change after creation: the spec (held twice: here and by the
     /// event's handle), the seat table, its lookup, the seat owners and the row index.
     pub(super) fn fixed_bytes(spec: &EventSpec, seats: &[SeatSlot]) -> u64 {
-        // 16 KiB: the actor's tables at their smallest and the event's fixed parts.
-        let mut bytes = 16_384 + 2 * size_of::<EventSpec>() as u64;
+        // 28 KiB: the actor's tables at their smallest (the sharded maps' 64 tables each, with
+        // room beside each for a snapshot's shared entries and the changes made meanwhile) and
+        // the event's fixed parts.
+        let mut bytes = 28_672 + 2 * size_of::<EventSpec>() as u64;
         for tier in &spec.tiers {
             bytes +=
                 2 * (size_of::<TierSpec>() as u64 + heap(tier.code.len()) + heap(tier.name.len()));

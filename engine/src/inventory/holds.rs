@@ -296,17 +296,11 @@ impl Inventory {
         let mut hold_ids = Vec::new();
         while hold_ids.len() < max {
             self.drop_stale_deadlines();
-            let Some(mut first) = self.expiry.first_entry() else {
-                break;
-            };
-            if *first.key() > now_ms {
+            if self.expiry.first().is_none_or(|(at, _)| at > now_ms) {
                 break;
             }
-            let id = first.get_mut().pop().expect("a live hold is on top");
+            let (_, id) = self.expiry.pop_first().expect("a live hold is on top");
             hold_ids.push(id);
-            if first.get().is_empty() {
-                first.remove();
-            }
         }
         if hold_ids.is_empty() {
             return None;
@@ -322,23 +316,18 @@ impl Inventory {
     /// The earliest deadline among live holds.
     pub fn next_expiry_ms(&mut self) -> Option<u64> {
         self.drop_stale_deadlines();
-        self.expiry.first_key_value().map(|(at, _)| *at)
+        self.expiry.first().map(|(at, _)| at)
     }
 
     /// Drops ended holds from the top of the earliest deadline's list, and the list once empty,
     /// until a live hold is on top. Every entry is looked at once here, so this is cheap however
     /// many holds were confirmed or released before their deadline.
     fn drop_stale_deadlines(&mut self) {
-        while let Some(mut first) = self.expiry.first_entry() {
-            let at = *first.key();
-            let ids = first.get_mut();
-            while let Some(id) = ids.last() {
-                if self.holds.get(id).is_some_and(|h| h.expires_at_ms == at) {
-                    return;
-                }
-                ids.pop();
+        while let Some((at, id)) = self.expiry.first() {
+            if self.holds.get(&id).is_some_and(|h| h.expires_at_ms == at) {
+                return;
             }
-            first.remove();
+            self.expiry.pop_first();
         }
     }
 
@@ -452,11 +441,7 @@ impl Inventory {
             },
         );
         assert!(previous.is_none(), "hold {hold_id} placed twice");
-        // Deadlines mostly arrive in order, so the last list is usually the one.
-        match self.expiry.last_entry() {
-            Some(mut last) if *last.key() == expires_at_ms => last.get_mut().push(hold_id),
-            _ => self.expiry.entry(expires_at_ms).or_default().push(hold_id),
-        }
+        self.expiry.push(expires_at_ms, hold_id);
         let tally = self
             .customers
             .get_or_insert_with(customer.clone(), Tally::default);

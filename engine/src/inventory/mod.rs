@@ -28,6 +28,7 @@ macro_rules! ensure {
 }
 
 mod checkins;
+mod deadlines;
 mod ended;
 mod footprint;
 mod holds;
@@ -35,10 +36,12 @@ mod keys;
 pub mod model;
 mod orders;
 mod payments;
+mod queue;
 pub mod rejection;
 mod replay;
 mod seating;
 mod sharded;
+mod snapshot;
 mod spec;
 mod tickets;
 mod views;
@@ -50,7 +53,6 @@ mod payment_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -64,11 +66,14 @@ pub use checkins::{
     Admission, CheckInStats, Exit, GateCounts, MAX_GATES_PER_EVENT, MAX_SCAN_ID_BYTES,
     MAX_SCANS_PER_TICKET, MAX_SCANS_PER_UPLOAD, Scan, ScanKind, ScanOutcome, ScanRecord,
 };
+use deadlines::Deadlines;
 use ended::EndedNotes;
 pub use model::*;
+use queue::ChunkedQueue;
 pub use rejection::Rejection;
 use seating::RowIndex;
 use sharded::ShardedMap;
+pub use snapshot::Snapshot;
 pub use spec::{Limits, validate_spec};
 pub use tickets::TicketIssuer;
 
@@ -306,10 +311,11 @@ struct KeyEntry {
 /// The state of one event. Serializable as a whole: that is the snapshot.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Inventory {
-    spec: EventSpec,
+    /// The spec and the seat table never change after creation; shared with snapshots.
+    spec: Arc<EventSpec>,
     status: EventStatus,
     tiers: Vec<TierState>,
-    seats: Vec<SeatSlot>,
+    seats: Arc<Vec<SeatSlot>>,
     owners: Vec<Owner>,
     holds: ShardedMap<HoldId, HoldState>,
     /// Holds by deadline (ms), earliest first. Confirmed and released holds leave their entry
@@ -317,11 +323,11 @@ pub struct Inventory {
     /// entries are bounded by the longest TTL. Holds sharing a millisecond share a list: a push
     /// is mostly onto the last list, and no single array grows to millions (a binary heap
     /// doubling at 2M entries stalled the event 130 ms).
-    expiry: BTreeMap<u64, Vec<HoldId>>,
+    expiry: Deadlines<HoldId>,
     orders: ShardedMap<OrderId, OrderState>,
     /// Orders pending payment by payment deadline (ms), earliest first; entries of orders paid or
     /// cancelled before it are dropped when their deadline comes first, as for `expiry`.
-    payment_deadlines: BTreeMap<u64, Vec<OrderId>>,
+    payment_deadlines: Deadlines<OrderId>,
     customers: ShardedMap<Arc<str>, Tally>,
     /// Tickets let in, with the scans recorded for each.
     admissions: ShardedMap<TicketId, checkins::TicketScans>,
@@ -339,8 +345,8 @@ pub struct Inventory {
     /// The order each confirmed hold became; derived from `orders`, rebuilt on restore.
     #[serde(skip)]
     order_of_hold: ShardedMap<HoldId, OrderId>,
-    keys: HashMap<KeyId, KeyEntry>,
-    key_queue: VecDeque<(u64, KeyId)>,
+    keys: ShardedMap<KeyId, KeyEntry>,
+    key_queue: ChunkedQueue<(u64, KeyId)>,
     /// Records applied so far; the log sequence number of the next record.
     applied: u64,
     /// Outbox entries made so far (see `crate::outbox`): 1 for the creation, +1 for each status
@@ -480,14 +486,14 @@ impl Inventory {
             .min(PRESIZE_MAX);
         let inventory = Inventory {
             status: spec.status,
-            spec: spec.clone(),
+            spec: Arc::new(spec.clone()),
             owners: vec![Owner::Free; seats.len()],
             tiers,
-            seats,
+            seats: Arc::new(seats),
             holds: ShardedMap::with_capacity(expected),
-            expiry: BTreeMap::new(),
+            expiry: Deadlines::default(),
             orders: ShardedMap::default(),
-            payment_deadlines: BTreeMap::new(),
+            payment_deadlines: Deadlines::default(),
             customers: ShardedMap::with_capacity(expected),
             admissions: ShardedMap::default(),
             gates: Vec::new(),
@@ -495,8 +501,8 @@ impl Inventory {
             tickets_live: 0,
             ended: EndedNotes::default(),
             order_of_hold: ShardedMap::default(),
-            keys: HashMap::default(),
-            key_queue: VecDeque::new(),
+            keys: ShardedMap::default(),
+            key_queue: ChunkedQueue::default(),
             applied: 1,
             outbox_seq: 1,
             lookup,
@@ -675,8 +681,7 @@ impl Inventory {
             .flat_map(|(at, ids)| ids.iter().map(move |id| (*at, *id)))
             .collect();
         ensure!(
-            self.expiry.values().all(|ids| !ids.is_empty())
-                && self.payment_deadlines.values().all(|ids| !ids.is_empty()),
+            !self.expiry.has_empty_list() && !self.payment_deadlines.has_empty_list(),
             "an empty list of deadlines"
         );
         for (id, hold) in self.holds.iter() {
@@ -827,7 +832,7 @@ impl Inventory {
         // it was remembered at, or it would never be forgotten (or the queue run dry).
         let queued: HashSet<(u64, &KeyId)> =
             self.key_queue.iter().map(|(at, id)| (*at, id)).collect();
-        for (id, entry) in &self.keys {
+        for (id, entry) in self.keys.iter() {
             ensure!(
                 queued.contains(&(entry.at_ms, id)),
                 "client key {} of {:?} is not queued to be forgotten",
@@ -847,7 +852,7 @@ impl Inventory {
             self.spec.tiers.len()
         );
         let (tiers, seats) = Inventory::layout(&self.spec);
-        ensure!(self.seats == seats, "the seat table is not the spec's");
+        ensure!(*self.seats == seats, "the seat table is not the spec's");
         ensure!(
             self.owners.len() == seats.len(),
             "{} seat owners for {} seats",

@@ -219,10 +219,7 @@ impl Inventory {
         assert!(previous.is_none(), "order {order_id} made twice");
         // The customer id moved from the hold with its bytes; the contact is new.
         self.text_bytes += contact_text(&self.orders[&order_id]);
-        self.payment_deadlines
-            .entry(payment_due_at_ms)
-            .or_default()
-            .push(order_id);
+        self.payment_deadlines.push(payment_due_at_ms, order_id);
         self.note_end(hold_id, HoldEnd::Confirmed(order_id), at_ms);
         if let Some(k) = key {
             let order = self.order_view(order_id).expect("just inserted");

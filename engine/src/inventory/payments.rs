@@ -164,14 +164,13 @@ impl Inventory {
     /// `now_ms`; called until it returns `None`.
     pub fn expire_unpaid(&mut self, now_ms: u64) -> Option<Record> {
         self.drop_stale_payment_deadlines();
-        let mut first = self.payment_deadlines.first_entry()?;
-        if *first.key() > now_ms {
+        if self.payment_deadlines.first()?.0 > now_ms {
             return None;
         }
-        let order_id = first.get_mut().pop().expect("a pending order is on top");
-        if first.get().is_empty() {
-            first.remove();
-        }
+        let (_, order_id) = self
+            .payment_deadlines
+            .pop_first()
+            .expect("a pending order is on top");
         let record = Record::OrderCancelled {
             order_id,
             cause: CancelCause::PaymentTimeout,
@@ -186,24 +185,19 @@ impl Inventory {
     /// The earliest payment deadline of an order pending payment.
     pub fn next_payment_due_ms(&mut self) -> Option<u64> {
         self.drop_stale_payment_deadlines();
-        self.payment_deadlines.first_key_value().map(|(at, _)| *at)
+        self.payment_deadlines.first().map(|(at, _)| at)
     }
 
     /// Drops entries of orders no longer pending from the top of the earliest deadline's list,
     /// and the list once empty, until a pending order is on top.
     fn drop_stale_payment_deadlines(&mut self) {
-        while let Some(mut first) = self.payment_deadlines.first_entry() {
-            let at = *first.key();
-            let ids = first.get_mut();
-            while let Some(id) = ids.last() {
-                if self.orders.get(id).is_some_and(|o| {
-                    o.status == OrderStatus::PendingPayment && o.payment_due_at_ms == at
-                }) {
-                    return;
-                }
-                ids.pop();
+        while let Some((at, id)) = self.payment_deadlines.first() {
+            if self.orders.get(&id).is_some_and(|o| {
+                o.status == OrderStatus::PendingPayment && o.payment_due_at_ms == at
+            }) {
+                return;
             }
-            first.remove();
+            self.payment_deadlines.pop_first();
         }
     }
 

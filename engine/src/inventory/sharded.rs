@@ -2,10 +2,19 @@
 //! rehashes all of them at once and stalls the event for a second or more (measured in
 //! `boxoffice-bench engine`, p99.9); split in 64, each growth moves a 64th of the entries.
 //! Lookups cost one extra shift.
+//!
+//! A copy of the whole map (a snapshot's, to encode off the actor) costs no work in proportion
+//! to the map: each table sits behind an `Arc` that the copy shares. While a copy shares a
+//! table, changes to it go to a small table of changes beside it (`delta`: a new value, or
+//! `None` for a removed key) instead of copying the shared table, which one batch of requests
+//! touching every table would do for the whole map at once. The first change after the copy
+//! lets go of a table folds its own key's change in, and a few others (`FOLD_STEP`), so folding
+//! is spread over the changes that follow.
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeSeq, Serializer};
@@ -14,20 +23,165 @@ use super::HashMap;
 
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
+/// Changes kept aside while a table was shared that each later change folds in with its own.
+const FOLD_STEP: usize = 32;
+
+/// Tables at least this big are grown ahead of need (`grow_ahead`); smaller ones cost little to
+/// grow when full.
+const GROW_AHEAD_MIN: usize = 4_096;
 
 #[derive(Clone, Debug)]
 pub(crate) struct ShardedMap<K, V> {
     hasher: foldhash::fast::RandomState,
-    shards: Vec<HashMap<K, V>>,
+    shards: Vec<Shard<K, V>>,
     len: usize,
+    /// The table `grow_ahead` looks at next.
+    cursor: usize,
+}
+
+/// One table: its entries, kept in place or, from a snapshot on, behind an `Arc` it shares;
+/// and the changes made while it was shared.
+#[derive(Clone, Debug)]
+struct Shard<K, V> {
+    /// The entries, unless `frozen` has them (then this is empty).
+    table: HashMap<K, V>,
+    /// The entries, shared with a snapshot (`share`); the first change after the snapshot lets
+    /// go of them moves them back into `table`.
+    frozen: Option<Arc<HashMap<K, V>>>,
+    /// Changes made while `frozen` was shared: per key its value now, or `None` if it was
+    /// removed; a key here overrides the entries. Folded into `table` a few at a time after.
+    delta: Option<Box<HashMap<K, Option<V>>>>,
+}
+
+impl<K, V> Shard<K, V> {
+    fn new(table: HashMap<K, V>) -> Self {
+        Shard {
+            table,
+            frozen: None,
+            delta: None,
+        }
+    }
+
+    /// The entries, apart from `delta`.
+    fn base(&self) -> &HashMap<K, V> {
+        self.frozen.as_deref().unwrap_or(&self.table)
+    }
+
+    /// Whether a snapshot shares the entries. (No `Weak` is ever made, so the strong count
+    /// tells.)
+    fn shared(&self) -> bool {
+        self.frozen
+            .as_ref()
+            .is_some_and(|f| Arc::strong_count(f) > 1)
+    }
+
+    /// Moves the entries behind an `Arc` (if they are not yet) and gives a shard that shares
+    /// them: no entry is copied (the changes kept aside, if any, are).
+    fn share(&mut self) -> Self
+    where
+        K: Clone,
+        V: Clone,
+    {
+        let table = std::mem::take(&mut self.table);
+        let frozen = self.frozen.get_or_insert_with(|| Arc::new(table)).clone();
+        Shard {
+            table: HashMap::default(),
+            frozen: Some(frozen),
+            delta: self.delta.clone(),
+        }
+    }
+}
+
+impl<K: Hash + Eq, V> Shard<K, V> {
+    fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(delta) = &self.delta
+            && let Some(changed) = delta.get(key)
+        {
+            return changed.as_ref();
+        }
+        self.base().get(key)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        let delta = self.delta.as_deref();
+        let unchanged = self
+            .base()
+            .iter()
+            .filter(move |(k, _)| delta.is_none_or(|d| !d.contains_key(*k)));
+        let changed = delta
+            .into_iter()
+            .flat_map(|d| d.iter().filter_map(|(k, v)| Some((k, v.as_ref()?))));
+        unchanged.chain(changed)
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Shard<K, V> {
+    /// The table, to change `key` in place; `None` while a snapshot shares the entries. Takes
+    /// back entries a snapshot has let go of (a move, not a copy), and moves the change kept
+    /// for `key`, if any, into the table, and up to `FOLD_STEP` others: changes kept while the
+    /// entries were shared are folded in a few at a time, so no call pays for all of them (one
+    /// batch of requests can touch every table).
+    fn own<Q>(&mut self, key: &Q) -> Option<&mut HashMap<K, V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(frozen) = self.frozen.take() {
+            match Arc::try_unwrap(frozen) {
+                Ok(entries) => self.table = entries,
+                Err(shared) => {
+                    self.frozen = Some(shared);
+                    return None;
+                }
+            }
+        }
+        if let Some(delta) = &mut self.delta {
+            let base = &mut self.table;
+            let mine = delta.remove_entry(key);
+            let some = delta.extract_if(|_, _| true).take(FOLD_STEP);
+            for (k, v) in mine.into_iter().chain(some) {
+                match v {
+                    Some(v) => base.insert(k, v),
+                    None => base.remove::<K>(&k),
+                };
+            }
+            if delta.is_empty() {
+                self.delta = None;
+            }
+        }
+        Some(&mut self.table)
+    }
+
+    /// The current value of `key` in the changes, copied there from the entries if it is only
+    /// there; for changes while a snapshot shares the entries.
+    fn delta_entry<Q>(&mut self, key: &Q) -> Option<&mut Option<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let base = self.frozen.as_deref().unwrap_or(&self.table);
+        let delta = self.delta.get_or_insert_default();
+        if !delta.contains_key(key) {
+            let (k, v) = base.get_key_value(key)?;
+            delta.insert(k.clone(), Some(v.clone()));
+        }
+        delta.get_mut(key)
+    }
 }
 
 impl<K: Hash + Eq, V> Default for ShardedMap<K, V> {
     fn default() -> Self {
         ShardedMap {
             hasher: foldhash::fast::RandomState::default(),
-            shards: (0..SHARDS).map(|_| HashMap::default()).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Shard::new(HashMap::default()))
+                .collect(),
             len: 0,
+            cursor: 0,
         }
     }
 }
@@ -38,9 +192,15 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         ShardedMap {
             hasher: foldhash::fast::RandomState::default(),
             shards: (0..SHARDS)
-                .map(|_| HashMap::with_capacity_and_hasher(capacity / SHARDS, Default::default()))
+                .map(|_| {
+                    Shard::new(HashMap::with_capacity_and_hasher(
+                        capacity / SHARDS,
+                        Default::default(),
+                    ))
+                })
                 .collect(),
             len: 0,
+            cursor: 0,
         }
     }
 
@@ -58,18 +218,82 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         self.shards[self.shard(key)].get(key)
     }
 
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Entries the shards have room for before any grows (changes kept aside included).
+    pub fn capacity(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.base().capacity() + s.delta.as_ref().map_or(0, |d| d.capacity()))
+            .sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.iter().map(|(k, _)| k)
+    }
+}
+
+/// Changes: each goes to one table, in place, or beside it while a snapshot shares it.
+impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
+    /// A copy of the map that shares every table (a snapshot's, to encode elsewhere): no entry
+    /// is copied. Changes to this map then leave the copy as it is.
+    pub fn share(&mut self) -> Self {
+        ShardedMap {
+            hasher: self.hasher.clone(),
+            shards: self.shards.iter_mut().map(Shard::share).collect(),
+            len: self.len,
+            cursor: 0,
+        }
+    }
+
+    /// Looks at one table (the next in turn) and doubles it if it is past its own share of
+    /// full: table `i` of 64 grows at `50% + 45% * i / 64` of its capacity. Keys spread evenly,
+    /// so the tables fill together: left to grow when full, all 64 would grow within a few
+    /// messages (at 3.67M holds, 64 rehashes of 57k entries in one batch of requests). Growing
+    /// each at its own point spreads the rehashing over the inserts from half full to nearly
+    /// full, a table at a time, and the spread lasts: each table's next growth comes when it has
+    /// doubled again. The event's actor calls this once per message. A table a snapshot shares
+    /// is left for later.
+    pub fn grow_ahead(&mut self) {
+        self.cursor = (self.cursor + 1) % SHARDS;
+        let table = &mut self.shards[self.cursor].table;
+        let (len, capacity) = (table.len(), table.capacity());
+        let due = capacity / 2 + capacity * 45 / 100 * self.cursor / SHARDS;
+        if capacity >= GROW_AHEAD_MIN && len >= due {
+            table.reserve(capacity);
+        }
+    }
+
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let s = self.shard(key);
-        self.shards[s].get_mut(key)
+        let shard = &mut self.shards[s];
+        if shard.shared() {
+            return shard.delta_entry(key)?.as_mut();
+        }
+        shard.own(key).expect("not shared").get_mut(key)
     }
 
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         let s = self.shard(&key);
-        let previous = self.shards[s].insert(key, value);
+        let shard = &mut self.shards[s];
+        let previous = if shard.shared() {
+            let before = shard.get(&key).cloned();
+            let delta = shard.delta.get_or_insert_default();
+            delta.insert(key, Some(value));
+            before
+        } else {
+            shard.own(&key).expect("not shared").insert(key, value)
+        };
         if previous.is_none() {
             self.len += 1;
         }
@@ -82,7 +306,12 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let s = self.shard(key);
-        let removed = self.shards[s].remove(key);
+        let shard = &mut self.shards[s];
+        let removed = if shard.shared() {
+            shard.delta_entry(key).and_then(Option::take)
+        } else {
+            shard.own(key).expect("not shared").remove(key)
+        };
         if removed.is_some() {
             self.len -= 1;
         }
@@ -92,32 +321,28 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
     /// The value for `key`, inserted with `make` if absent.
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         let s = self.shard(&key);
-        let shard = &mut self.shards[s];
-        if !shard.contains_key(&key) {
+        if self.shards[s].get(&key).is_none() {
             self.len += 1;
         }
-        shard.entry(key).or_insert_with(make)
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Entries the shards have room for before any grows.
-    pub fn capacity(&self) -> usize {
-        self.shards.iter().map(HashMap::capacity).sum()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.shards.iter().flat_map(|s| s.iter())
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.iter().map(|(k, _)| k)
+        let shard = &mut self.shards[s];
+        if shard.shared() {
+            if shard.delta_entry(&key).is_none() {
+                let delta = shard.delta.get_or_insert_default();
+                delta.insert(key.clone(), None);
+            }
+            let delta = shard.delta.as_mut().expect("just made");
+            let slot = delta.get_mut(&key).expect("just made");
+            return slot.get_or_insert_with(make);
+        }
+        shard
+            .own(&key)
+            .expect("not shared")
+            .entry(key)
+            .or_insert_with(make)
     }
 }
 
-impl<K: Hash + Eq, V> FromIterator<(K, V)> for ShardedMap<K, V> {
+impl<K: Hash + Eq + Clone, V: Clone> FromIterator<(K, V)> for ShardedMap<K, V> {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut map = ShardedMap::default();
         for (k, v) in iter {
@@ -140,13 +365,11 @@ where
 
 /// Serialized as a plain sequence of entries: the shard of a key depends on this process's
 /// hasher seed, so a restored map re-shards every entry.
-impl<K: Serialize, V: Serialize> Serialize for ShardedMap<K, V> {
+impl<K: Serialize + Hash + Eq, V: Serialize> Serialize for ShardedMap<K, V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.len))?;
-        for shard in &self.shards {
-            for entry in shard {
-                seq.serialize_element(&entry)?;
-            }
+        for entry in self.iter() {
+            seq.serialize_element(&entry)?;
         }
         seq.end()
     }
@@ -154,15 +377,15 @@ impl<K: Serialize, V: Serialize> Serialize for ShardedMap<K, V> {
 
 impl<'de, K, V> Deserialize<'de> for ShardedMap<K, V>
 where
-    K: Deserialize<'de> + Hash + Eq,
-    V: Deserialize<'de>,
+    K: Deserialize<'de> + Hash + Eq + Clone,
+    V: Deserialize<'de> + Clone,
 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Entries<K, V>(PhantomData<(K, V)>);
         impl<'de, K, V> Visitor<'de> for Entries<K, V>
         where
-            K: Deserialize<'de> + Hash + Eq,
-            V: Deserialize<'de>,
+            K: Deserialize<'de> + Hash + Eq + Clone,
+            V: Deserialize<'de> + Clone,
         {
             type Value = ShardedMap<K, V>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -206,7 +429,7 @@ mod tests {
         for _ in 0..10_000 {
             ids.insert(uuid::Uuid::now_v7(), ());
         }
-        let smallest = ids.shards.iter().map(|s| s.len()).min().unwrap();
+        let smallest = ids.shards.iter().map(|s| s.base().len()).min().unwrap();
         assert!(
             smallest >= 10_000 / SHARDS / 2,
             "a shard holds {smallest} of 10,000 ids"
@@ -215,5 +438,115 @@ mod tests {
         let back: ShardedMap<u64, String> = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back.len(), 10_000);
         assert!(map.iter().all(|(k, v)| back.get(k) == Some(v)));
+    }
+
+    #[test]
+    fn tables_grow_ahead_of_need_one_at_a_time_each_at_its_own_point() {
+        let mut map: ShardedMap<u64, u64> = ShardedMap::with_capacity(SHARDS * 8_192);
+        let start: Vec<usize> = map.shards.iter().map(|s| s.table.capacity()).collect();
+        let mut grown_at = vec![None; SHARDS];
+        for i in 0..(start.iter().sum::<usize>() as u64) {
+            map.insert(i, i);
+            if i % 16 == 0 {
+                map.grow_ahead();
+            }
+            for (s, shard) in map.shards.iter().enumerate() {
+                if grown_at[s].is_none() && shard.table.capacity() > start[s] {
+                    grown_at[s] = Some(i);
+                    // Grown here, not by the table itself when full.
+                    assert!(shard.table.len() < start[s], "table {s} grew when full");
+                }
+            }
+        }
+        // Every table grew before it was full, and not all at once: the first and the last
+        // growth are far apart.
+        assert!(grown_at.iter().all(Option::is_some), "{grown_at:?}");
+        let first = grown_at.iter().flatten().min().unwrap();
+        let last = grown_at.iter().flatten().max().unwrap();
+        assert!(
+            last - first > (start.iter().sum::<usize>() as u64) / 4,
+            "{first}..{last}"
+        );
+    }
+
+    #[test]
+    fn a_shared_copy_keeps_what_it_saw_and_no_table_is_copied() {
+        let mut map: ShardedMap<u64, String> = (0..10_000u64).map(|i| (i, i.to_string())).collect();
+        let before = postcard::to_allocvec(&map).unwrap();
+        // The tables' storage, which sharing must not copy.
+        let storage = |m: &ShardedMap<u64, String>| -> Vec<*const (u64, String)> {
+            m.shards
+                .iter()
+                .map(|s| {
+                    s.base()
+                        .iter()
+                        .next()
+                        .map_or(std::ptr::null(), |(k, _)| (k as *const u64).cast())
+                })
+                .collect()
+        };
+        let at_first = storage(&map);
+        let copy = map.share();
+        assert_eq!(storage(&copy), at_first);
+        // Changes of every kind, while the copy shares every table.
+        assert_eq!(map.remove(&20_000), None);
+        assert_eq!(map.get_mut(&20_000), None);
+        map.get_mut(&7).unwrap().push('!');
+        assert_eq!(map.insert(20_000, "new".into()), None);
+        assert_eq!(map.insert(9, "nine".into()), Some("9".into()));
+        assert_eq!(map.remove(&8), Some("8".into()));
+        assert_eq!(map.remove(&8), None);
+        assert_eq!(map.get_mut(&8), None);
+        map.get_or_insert_with(8, String::new).push_str("eight");
+        map.get_or_insert_with(10, String::new).push('+');
+        map.get_or_insert_with(20_001, String::new).push('#');
+        assert_eq!(map.remove(&11), Some("11".into()));
+        assert_eq!(storage(&map), at_first, "a table was copied");
+        assert_eq!(copy.len(), 10_000);
+        assert_eq!(postcard::to_allocvec(&copy).unwrap(), before);
+        let expect = |m: &ShardedMap<u64, String>| {
+            assert_eq!(m.len(), 10_001);
+            for (k, v) in [
+                (7, "7!"),
+                (8, "eight"),
+                (9, "nine"),
+                (10, "10+"),
+                (20_000, "new"),
+                (20_001, "#"),
+            ] {
+                assert_eq!(m.get(&k).map(String::as_str), Some(v), "key {k}");
+            }
+            assert_eq!(m.get(&11), None);
+            assert_eq!(m.iter().count(), 10_001);
+        };
+        expect(&map);
+        // The encoding shows the changes; decoded, it is the same map.
+        let back: ShardedMap<u64, String> =
+            postcard::from_bytes(&postcard::to_allocvec(&map).unwrap()).unwrap();
+        expect(&back);
+        // Once the copy is gone, the next change to a table takes it back (moved, not copied)
+        // and folds in what was kept aside, a few at a time.
+        drop(copy);
+        map.get_mut(&7).unwrap().push('?');
+        let s = map.shard(&7);
+        assert!(map.shards[s].frozen.is_none());
+        assert_eq!(map[&7], "7!?");
+        map.get_mut(&7).unwrap().pop();
+        expect(&map);
+        for k in 0..10_000 {
+            map.get_mut(&k);
+        }
+        assert!(
+            map.shards
+                .iter()
+                .all(|s| s.frozen.is_none() && s.delta.is_none())
+        );
+        expect(&map);
+        // A second copy shares again.
+        let storage_now = storage(&map);
+        let copy = map.share();
+        assert_eq!(storage(&copy), storage_now);
+        map.insert(30_000, String::new());
+        assert_eq!(copy.len(), 10_001);
     }
 }
