@@ -40,11 +40,17 @@ pub(crate) struct ShardedMap<K, V> {
 }
 
 /// One table: its entries, kept in place or, from a snapshot on, behind an `Arc` it shares;
-/// and the changes made while it was shared.
+/// the changes made while it was shared; and, while it grows, the entries not yet moved into
+/// its bigger table.
 #[derive(Clone, Debug)]
 struct Shard<K, V> {
-    /// The entries, unless `frozen` has them (then this is empty).
+    /// The entries, unless `frozen` has them (then this is empty); while `draining` is there,
+    /// the entries already moved, or changed, since the table grew.
     table: HashMap<K, V>,
+    /// The table `table` replaced when it grew (`grow_ahead`): entries not yet moved across,
+    /// none of them also in `table`. Moved a few at a time by later changes, as `delta` is
+    /// folded; never there while a snapshot shares the entries (`share` finishes the move).
+    draining: Option<Box<HashMap<K, V>>>,
     /// The entries, shared with a snapshot (`share`); the first change after the snapshot lets
     /// go of them moves them back into `table`.
     frozen: Option<Arc<HashMap<K, V>>>,
@@ -57,6 +63,7 @@ impl<K, V> Shard<K, V> {
     fn new(table: HashMap<K, V>) -> Self {
         Shard {
             table,
+            draining: None,
             frozen: None,
             delta: None,
         }
@@ -79,13 +86,18 @@ impl<K, V> Shard<K, V> {
     /// them: no entry is copied (the changes kept aside, if any, are).
     fn share(&mut self) -> Self
     where
-        K: Clone,
+        K: Hash + Eq + Clone,
         V: Clone,
     {
+        if let Some(draining) = self.draining.take() {
+            // A table growing when the snapshot comes: its move ends here, at once.
+            self.table.extend(*draining);
+        }
         let table = std::mem::take(&mut self.table);
         let frozen = self.frozen.get_or_insert_with(|| Arc::new(table)).clone();
         Shard {
             table: HashMap::default(),
+            draining: None,
             frozen: Some(frozen),
             delta: self.delta.clone(),
         }
@@ -103,7 +115,11 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         {
             return changed.as_ref();
         }
-        self.base().get(key)
+        let found = self.base().get(key);
+        match &self.draining {
+            Some(draining) if found.is_none() => draining.get(key),
+            _ => found,
+        }
     }
 
     fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
@@ -111,6 +127,7 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         let unchanged = self
             .base()
             .iter()
+            .chain(self.draining.iter().flat_map(|d| d.iter()))
             .filter(move |(k, _)| delta.is_none_or(|d| !d.contains_key(*k)));
         let changed = delta
             .into_iter()
@@ -144,6 +161,10 @@ impl<K: Hash + Eq + Clone, V: Clone> Shard<K, V> {
             let mine = delta.remove_entry(key);
             let some = delta.extract_if(|_, _| true).take(FOLD_STEP);
             for (k, v) in mine.into_iter().chain(some) {
+                // A change overrides what the key had before the table grew.
+                if let Some(draining) = &mut self.draining {
+                    draining.remove::<K>(&k);
+                }
                 match v {
                     Some(v) => base.insert(k, v),
                     None => base.remove::<K>(&k),
@@ -151,6 +172,14 @@ impl<K: Hash + Eq + Clone, V: Clone> Shard<K, V> {
             }
             if delta.is_empty() {
                 self.delta = None;
+            }
+        }
+        if let Some(draining) = &mut self.draining {
+            let mine = draining.remove_entry(key);
+            let some = draining.extract_if(|_, _| true).take(FOLD_STEP);
+            self.table.extend(mine.into_iter().chain(some));
+            if draining.is_empty() {
+                self.draining = None;
             }
         }
         Some(&mut self.table)
@@ -226,7 +255,11 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
     pub fn capacity(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.base().capacity() + s.delta.as_ref().map_or(0, |d| d.capacity()))
+            .map(|s| {
+                s.base().capacity()
+                    + s.draining.as_ref().map_or(0, |d| d.capacity())
+                    + s.delta.as_ref().map_or(0, |d| d.capacity())
+            })
             .sum()
     }
 
@@ -252,21 +285,26 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         }
     }
 
-    /// Looks at one table (the next in turn) and doubles it if it is past its own share of
-    /// full: table `i` of 64 grows at `50% + 45% * i / 64` of its capacity. Keys spread evenly,
-    /// so the tables fill together: left to grow when full, all 64 would grow within a few
-    /// messages (at 3.67M holds, 64 rehashes of 57k entries in one batch of requests). Growing
-    /// each at its own point spreads the rehashing over the inserts from half full to nearly
-    /// full, a table at a time, and the spread lasts: each table's next growth comes when it has
-    /// doubled again. The event's actor calls this once per message. A table a snapshot shares
-    /// is left for later.
+    /// Looks at one table (the next in turn) and, if it is past its own share of full, gives it
+    /// a table twice the size and moves its entries across a few at a time (`FOLD_STEP` with
+    /// each later change to it), never all in one message: a table of 57k holds took 5 ms to
+    /// rehash alone and 20-30 ms with the other core busy. Table `i` of 64 grows at
+    /// `50% + 45% * i / 64` of its capacity: keys spread evenly, so the tables fill together,
+    /// and left to grow when full all 64 would within a few messages (at 3.67M holds, 64
+    /// rehashes in one batch of requests). The event's actor calls this once per message. A
+    /// table a snapshot shares, or still moving its entries, is left for later.
     pub fn grow_ahead(&mut self) {
         self.cursor = (self.cursor + 1) % SHARDS;
-        let table = &mut self.shards[self.cursor].table;
-        let (len, capacity) = (table.len(), table.capacity());
+        let shard = &mut self.shards[self.cursor];
+        if shard.frozen.is_some() || shard.draining.is_some() {
+            return;
+        }
+        let (len, capacity) = (shard.table.len(), shard.table.capacity());
         let due = capacity / 2 + capacity * 45 / 100 * self.cursor / SHARDS;
         if capacity >= GROW_AHEAD_MIN && len >= due {
-            table.reserve(capacity);
+            let bigger = HashMap::with_capacity_and_hasher(capacity * 2, Default::default());
+            let old = std::mem::replace(&mut shard.table, bigger);
+            shard.draining = Some(Box::new(old));
         }
     }
 
@@ -467,6 +505,71 @@ mod tests {
             last - first > (start.iter().sum::<usize>() as u64) / 4,
             "{first}..{last}"
         );
+    }
+
+    #[test]
+    fn random_changes_while_tables_grow_and_snapshots_share_them_match_a_plain_map() {
+        // xorshift64: a fixed seed, the same run every time.
+        let mut state = 20_261_205u64;
+        let mut next = move |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        let mut map: ShardedMap<u64, u64> = ShardedMap::with_capacity(SHARDS * 4_096);
+        let mut model: std::collections::HashMap<u64, u64> = Default::default();
+        // Snapshots, each with what the map held when it was taken: one half of the run shared.
+        let mut copies: Vec<(ShardedMap<u64, u64>, std::collections::HashMap<u64, u64>)> =
+            Vec::new();
+        let (mut grew, mut shared_while_growing) = (0, 0);
+        for step in 0..800_000u64 {
+            let key = next(1_000_000);
+            match next(10) {
+                0..=4 => assert_eq!(map.insert(key, step), model.insert(key, step)),
+                5 | 6 => assert_eq!(map.remove(&key), model.remove(&key)),
+                7 => assert_eq!(
+                    map.get_mut(&key).map(|v| {
+                        *v += 1;
+                        *v
+                    }),
+                    model.get_mut(&key).map(|v| {
+                        *v += 1;
+                        *v
+                    })
+                ),
+                8 => {
+                    *map.get_or_insert_with(key, || 7) += 2;
+                    *model.entry(key).or_insert(7) += 2;
+                }
+                _ => assert_eq!(map.get(&key), model.get(&key)),
+            }
+            map.grow_ahead();
+            grew += map.shards.iter().filter(|s| s.draining.is_some()).count();
+            if step % 50_000 == 0 {
+                shared_while_growing += map.shards.iter().filter(|s| s.draining.is_some()).count();
+                copies.push((map.share(), model.clone()));
+            }
+            if step % 50_000 == 25_000 && !copies.is_empty() {
+                let (copy, then) = copies.remove(0);
+                assert_eq!(copy.len(), then.len());
+                assert!(copy.iter().all(|(k, v)| then.get(k) == Some(v)));
+            }
+        }
+        assert!(
+            grew > 0 && shared_while_growing > 0,
+            "{grew} {shared_while_growing}"
+        );
+        assert_eq!(map.len(), model.len());
+        assert_eq!(map.iter().count(), model.len());
+        assert!(map.iter().all(|(k, v)| model.get(k) == Some(v)));
+        for (copy, then) in &copies {
+            assert_eq!(copy.iter().count(), then.len());
+            assert!(copy.iter().all(|(k, v)| then.get(k) == Some(v)));
+        }
+        let back: ShardedMap<u64, u64> =
+            postcard::from_bytes(&postcard::to_allocvec(&map).unwrap()).unwrap();
+        assert!(back.len() == model.len() && back.iter().all(|(k, v)| model.get(k) == Some(v)));
     }
 
     #[test]
