@@ -6,7 +6,9 @@
 //! - `log/`, a sled database, tree `log`: key = event id (16 bytes) ++ first lsn (u64 big-endian);
 //!   value = a segment: `count: u32 LE`, then `count` frames of
 //!   `len: u32 LE, crc32: u32 LE, postcard(Record)`. Big-endian lsns keep an event's segments in
-//!   log order under one prefix.
+//!   log order under one prefix. Tree `journal`: the rounds not yet folded into `log` and
+//!   `outbox_runs`, one value each (see `journal`); `outbox_runs`: outbox entries, many per
+//!   value; `outbox` the entries of logs of format 5; `outbox_acked`.
 //! - `snapshots/<event id>.snapshot`: `lsn: u64 LE, crc32: u32 LE, postcard(Inventory)`, the
 //!   state after the first `lsn` records. Files, not sled values: a snapshot of a million holds is
 //!   tens of MB, which sled would rewrite inside a leaf at every flush that touches it, holding up
@@ -219,9 +221,22 @@ fn keep_sled_metadata(dir: &Path) -> Result<(), StorageError> {
 }
 
 /// [`LogStore`] on sled 1.0.0-alpha.124, whose `flush` writes and fsyncs its files. Clones share
-/// the database.
+/// the database. Boxed: the handles are large, and futures that hold a log (recovery's) grew
+/// past a debug-build test thread's stack with them inline (sled's handles are not `Sync`, so
+/// not an `Arc`).
 #[derive(Clone)]
-pub struct SledLog {
+pub struct SledLog(Box<SledTrees>);
+
+impl std::ops::Deref for SledLog {
+    type Target = SledTrees;
+    fn deref(&self) -> &SledTrees {
+        &self.0
+    }
+}
+
+/// The database and its trees; every clone of a [`SledLog`] has handles to the same ones.
+#[derive(Clone)]
+pub struct SledTrees {
     db: sled::Db<LEAF_FANOUT>,
     log: sled::Tree<LEAF_FANOUT>,
     /// Outbox entries not yet acknowledged by the broker: key = event id ++ seq.
@@ -255,7 +270,7 @@ impl SledLog {
         let outbox_acked = db.open_tree("outbox_acked")?;
         let journal = db.open_tree("journal")?;
         let outbox_runs = db.open_tree("outbox_runs")?;
-        let log = SledLog {
+        let log = SledLog(Box::new(SledTrees {
             db,
             log,
             outbox,
@@ -263,7 +278,7 @@ impl SledLog {
             journal,
             outbox_runs,
             staged: Arc::new(Mutex::new(Staged::default())),
-        };
+        }));
         log.fold_journal()?;
         Ok(log)
     }
