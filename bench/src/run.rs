@@ -328,6 +328,11 @@ fn run_one(
     let (target, started) =
         start(spec, n, args, rt, temp).with_context(|| format!("start {label}"))?;
     let target = Arc::new(target);
+    let engine = match &started {
+        Started::Server(running, _) => Some(running.engine().clone()),
+        Started::Engine(engine) => Some(engine.clone()),
+        Started::Nothing | Started::Noop(..) => None,
+    };
     // The baselines expire holds as the platforms they model do: a job every second.
     let expiry_job = target.has_expiry_job().then(|| {
         let target = target.clone();
@@ -351,10 +356,33 @@ fn run_one(
     if let Some(job) = expiry_job {
         job.abort();
     }
+    let result = result.map(|mut report| {
+        if let Some(engine) = engine {
+            report.notes.push(commit_note(engine.commit_stats()));
+        }
+        report
+    });
     drop(target);
     // Stop what was started even when the run failed, then report the failure.
     stop(started, rt).with_context(|| format!("stop {label}"))?;
     result.with_context(|| format!("run against {label}"))
+}
+
+/// What the group commit did over the whole run (warm-up, drain and audit included): how many
+/// rounds, how much each wrote, how long a round's writes and flush took.
+fn commit_note(stats: &engine::commit::CommitStats) -> String {
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    let rounds = load(&stats.flushes).max(1) as f64;
+    format!(
+        "group commit: {} rounds, per round {:.0} records, {:.1} segments, {:.1} outbox entries, \
+         {:.2} ms writing and flushing (max {:.1} ms)",
+        load(&stats.flushes),
+        load(&stats.records) as f64 / rounds,
+        load(&stats.segments) as f64 / rounds,
+        load(&stats.outbox_written) as f64 / rounds,
+        load(&stats.flush_nanos_total) as f64 / rounds / 1e6,
+        load(&stats.flush_nanos_max) as f64 / 1e6,
+    )
 }
 
 pub fn run(args: RunArgs) -> Result<()> {

@@ -57,6 +57,9 @@ impl Queue {
 pub struct CommitStats {
     pub flushes: AtomicU64,
     pub records: AtomicU64,
+    /// Segments written: one per event with records in a round, each a write of its own to the
+    /// log (and so, in sled, a leaf rewritten at that round's flush).
+    pub segments: AtomicU64,
     pub bytes: AtomicU64,
     pub flush_nanos_total: AtomicU64,
     pub flush_nanos_max: AtomicU64,
@@ -373,6 +376,7 @@ fn write_round(
     let started = Instant::now();
     let mut records = 0u64;
     let mut bytes = 0u64;
+    let written_segments = segments.len() as u64;
     let (mut outbox_written, mut outbox_removed) = (0u64, 0u64);
     for (event, mut p) in segments {
         set_segment_count(&mut p.segment, p.count);
@@ -407,6 +411,9 @@ fn write_round(
     let nanos = started.elapsed().as_nanos() as u64;
     stats.flushes.fetch_add(1, Ordering::Relaxed);
     stats.records.fetch_add(records, Ordering::Relaxed);
+    stats
+        .segments
+        .fetch_add(written_segments, Ordering::Relaxed);
     stats.bytes.fetch_add(bytes, Ordering::Relaxed);
     stats.flush_nanos_total.fetch_add(nanos, Ordering::Relaxed);
     stats.flush_nanos_max.fetch_max(nanos, Ordering::Relaxed);

@@ -10,6 +10,7 @@ pub mod actor;
 pub mod commit;
 pub mod error;
 pub mod inventory;
+pub mod journal;
 pub mod memory;
 pub mod outbox;
 pub mod registry;
