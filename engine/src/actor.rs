@@ -348,7 +348,8 @@ impl EventState {
         );
         self.snapshot_task = Some(tokio::task::spawn_blocking(move || {
             let state = postcard::to_allocvec(&snapshot).expect("the inventory serializes");
-            // The chunks the actor has not copied since are let go here, off the actor.
+            // Chunks the actor replaced since (a deadline second, a key chunk) are freed here,
+            // off the actor; shared tables go back to it at its next change to each.
             drop(snapshot);
             let written = commit
                 .wait_durable()

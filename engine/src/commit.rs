@@ -58,7 +58,7 @@ pub struct CommitStats {
     pub flushes: AtomicU64,
     pub records: AtomicU64,
     /// Segments written: one per event with records in a round, each a write of its own to the
-    /// log (and so, in sled, a leaf rewritten at that round's flush).
+    /// log.
     pub segments: AtomicU64,
     pub bytes: AtomicU64,
     pub flush_nanos_total: AtomicU64,

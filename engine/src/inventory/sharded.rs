@@ -379,10 +379,10 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         let shared = self.prepare(s, &key);
         let shard = &mut self.shards[s];
         let previous = if shared {
-            let before = shard.get(&key).cloned();
+            // `prepare` put the key's value, if it has one, among the changes: replacing it
+            // there gives it back, with no second lookup or copy.
             let delta = shard.delta.get_or_insert_default();
-            delta.insert(key, Some(value));
-            before
+            delta.insert(key, Some(value)).flatten()
         } else {
             shard.table.insert(key, value)
         };
