@@ -345,6 +345,15 @@ fn commit_round(shared: &Shared, log: &dyn LogStore, round: Round) {
     for waiter in waiters {
         waiter(result.clone());
     }
+    // Upkeep after the answers, so that no waiter waits for it.
+    if poisoned.is_none()
+        && result.is_ok()
+        && let Err(e) = log.checkpoint()
+    {
+        tracing::error!(error = %e, "log checkpoint failed; refusing further changes");
+        shared.queue.lock().expect("commit queue lock").poisoned = Some(e);
+        shared.failed.store(true, Ordering::Release);
+    }
 }
 
 /// Writes one round's segments with their outbox entries, compactions and outbox

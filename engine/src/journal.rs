@@ -1,7 +1,7 @@
-//! The round journal of [`crate::wal::SledLog`]: what a flush writes when its round touched many
-//! events, and what is held in memory until it is folded into the per-event trees. It never
-//! decides what is written or when a flush happens, and it never holds the only copy of a
-//! flushed write: everything staged here is in a journal value of its round.
+//! The round journal of [`crate::wal::SledLog`]: the value a flush makes durable, and what is held
+//! in memory until it is folded into the per-event trees. It never decides what is written or
+//! when a flush happens, and it never holds the only copy of a flushed write: everything staged
+//! here is in a journal value of its round.
 //!
 //! Why: sled rewrites (encodes, compresses, writes and fsyncs) every leaf a flush dirtied, and a
 //! segment or outbox entry dirties its event's own leaf. A round of 70 records over 28 events
@@ -10,17 +10,19 @@
 //! and 30-40% of the process's CPU, rewriting them. With the journal a round writes one value,
 //! and an event's records of many rounds reach its leaves together, a few events per round.
 //!
-//! The layout: tree `journal`, key = round number (u64 big-endian), value = `crc32: u32 LE` of
-//! the rest, then entries of `kind: u8` (0 a segment, 1 an outbox entry), `key: [u8; 24]` (event
-//! ++ first lsn or seq, as in the trees), `len: u32 LE`, the bytes. Opening the log folds every
-//! journal value into the trees (outbox entries the broker acknowledged are skipped) before
-//! anything reads it, so recovery reads only the trees.
+//! A value: `crc32: u32 LE` of the rest, then entries of `kind: u8` (0 a segment, 1 an outbox
+//! entry), `key: [u8; 24]` (event ++ first lsn or seq, as in the trees), `len: u32 LE`, the
+//! bytes. Since data format 7 a value is a frame of the journal files (`journal_files`), appended
+//! and synced by the round's flush, and the trees are flushed by sled every 100 ms (the
+//! checkpoint); in format 6 it was a value of sled tree `journal` (key = round number, u64
+//! big-endian), written and flushed with the trees. Opening the log folds every value of both
+//! into the trees (outbox entries the broker acknowledged are skipped) before anything reads
+//! it, so recovery reads only the trees.
 //!
-//! Every prefix of a flush's writes recovers: the round's value first, then folded segments
-//! before their outbox entries, then the removal of journal values in ascending order, so a
-//! journal value still stored holds everything after it that was folded. Folding again what was
-//! folded rewrites the same bytes; a segment whose records a snapshot covers, written again,
-//! is skipped by recovery and dropped by the next compaction.
+//! A journal file is given up only once every round it holds is in the trees and sled flushed
+//! them: an event's writes stay in the journal until the checkpoint after its fold. Folding
+//! again what was folded rewrites the same bytes; a segment whose records a snapshot covers,
+//! written again, is skipped by recovery and dropped by the next compaction.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +37,7 @@ pub const FOLD_AGE_ROUNDS: u64 = 32;
 /// folded within about `FOLD_AGE_ROUNDS` more flushes.
 pub const FOLD_EVENTS_PER_ROUND: usize = 8;
 /// An event with this many bytes staged goes to the trees at this flush: a busy event fills a
-/// leaf by itself, and journaling it first would write it twice.
+/// leaf by itself, and staging it longer only holds memory.
 pub const FOLD_EVENT_BYTES: usize = 64 << 10;
 /// Bounds on what is staged in all: past either, a flush folds every event.
 pub const MAX_STAGED_BYTES: usize = 64 << 20;
@@ -73,17 +75,18 @@ pub struct Staged {
     bytes: usize,
     /// This round's writes in order, for its journal value.
     round: Vec<(Kind, EventId, u64)>,
-    /// The oldest journal value still stored, and the number of the next.
+    /// The oldest journal value still needed, and the number of the next.
     pub journal_first: u64,
     pub journal_next: u64,
 }
 
 /// What a flush does, decided under the lock: the round's journal value (if any), the events to
-/// fold, and the journal values that are then no longer needed.
+/// fold, and the journal values no longer needed once the trees with those folds are flushed
+/// (`journal_first` is then the end of that range).
 pub struct FlushPlan {
     pub journal: Option<(u64, Vec<u8>)>,
     pub folded: Vec<(EventId, Unfolded)>,
-    pub remove_journal: std::ops::Range<u64>,
+    pub released: std::ops::Range<u64>,
 }
 
 impl Staged {
@@ -159,10 +162,9 @@ impl Staged {
         fold.sort_unstable();
         let mut value = vec![0u8; 4];
         let mut journaled: Vec<EventId> = Vec::new();
+        // Every write of the round, those of events folded now too: the trees are flushed
+        // later, at a checkpoint.
         for (kind, event, n) in round {
-            if fold.binary_search(&event).is_ok() {
-                continue;
-            }
             let Some(u) = self.events.get(&event) else {
                 continue; // removed since (a compaction, an acknowledgement)
             };
@@ -201,12 +203,12 @@ impl Staged {
             .filter_map(|u| u.since)
             .min()
             .unwrap_or(self.journal_next);
-        let remove_journal = self.journal_first..keep_from.max(self.journal_first);
-        self.journal_first = remove_journal.end;
+        let released = self.journal_first..keep_from.max(self.journal_first);
+        self.journal_first = released.end;
         FlushPlan {
             journal,
             folded,
-            remove_journal,
+            released,
         }
     }
 }
@@ -358,7 +360,7 @@ mod tests {
         let (round, value) = plan.journal.unwrap();
         assert_eq!(round, 0);
         assert!(plan.folded.is_empty(), "young and small: staged");
-        assert_eq!(plan.remove_journal, 0..0);
+        assert_eq!(plan.released, 0..0);
         let entries = decode(round, &value).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(
@@ -375,7 +377,7 @@ mod tests {
             let plan = staged.plan_flush();
             if let Some((_, u)) = plan.folded.into_iter().find(|(e, _)| *e == E) {
                 // Value 0 held only this event's writes; value 1 also holds the other's.
-                assert_eq!(plan.remove_journal, 0..1);
+                assert_eq!(plan.released, 0..1);
                 let joined = joined_segments(E, u.segments).unwrap();
                 assert_eq!(joined, vec![(0, finish_segment(3, b"abc"))]);
                 return;
@@ -400,12 +402,14 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_event_goes_to_the_trees_without_the_journal() {
+    fn a_busy_event_goes_to_the_trees_at_once_and_its_round_to_the_journal() {
         let mut staged = Staged::default();
         staged.stage(Kind::Segment, E, 0, &vec![0; FOLD_EVENT_BYTES]);
         let plan = staged.plan_flush();
-        assert!(plan.journal.is_none());
+        let (round, value) = plan.journal.expect("the round's value");
+        assert_eq!(decode(round, &value).unwrap().len(), 1);
         assert_eq!(plan.folded.len(), 1);
         assert!(staged.events.is_empty());
+        assert_eq!(staged.journal_first, 1, "nothing staged holds the value");
     }
 }

@@ -11,6 +11,7 @@ pub mod commit;
 pub mod error;
 pub mod inventory;
 pub mod journal;
+pub mod journal_files;
 pub mod memory;
 pub mod outbox;
 pub mod registry;

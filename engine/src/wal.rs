@@ -6,9 +6,11 @@
 //! - `log/`, a sled database, tree `log`: key = event id (16 bytes) ++ first lsn (u64 big-endian);
 //!   value = a segment: `count: u32 LE`, then `count` frames of
 //!   `len: u32 LE, crc32: u32 LE, postcard(Record)`. Big-endian lsns keep an event's segments in
-//!   log order under one prefix. Tree `journal`: the rounds not yet folded into `log` and
-//!   `outbox_runs`, one value each (see `journal`); `outbox_runs`: outbox entries, many per
-//!   value; `outbox` the entries of logs of format 5; `outbox_acked`.
+//!   log order under one prefix. `outbox_runs`: outbox entries, many per value; `outbox` the
+//!   entries of logs of format 5; `outbox_acked`; `journal` the rounds of a log of format 6
+//!   not yet folded (folded at open).
+//! - `log/journal/`: the journal files, where each flush makes its round durable (see
+//!   `journal` and `journal_files`) until sled has flushed the trees that hold it.
 //! - `snapshots/<event id>.snapshot`: `lsn: u64 LE, crc32: u32 LE, postcard(Inventory)`, the
 //!   state after the first `lsn` records. Files, not sled values: a snapshot of a million holds is
 //!   tens of MB, which sled would rewrite inside a leaf at every flush that touches it, holding up
@@ -27,6 +29,7 @@ use uuid::Uuid;
 
 use crate::inventory::{EventId, Inventory, Record};
 use crate::journal::{self, Kind, Staged};
+use crate::journal_files::{self, JournalFiles};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StorageError {
@@ -54,21 +57,28 @@ impl From<std::io::Error> for StorageError {
 /// `<data_dir>/FORMAT` when the log is made. Version 2 added payments and tickets to orders,
 /// version 3 check-ins, version 4 events' time zones and orders' contacts, version 5 re-entry
 /// (events' `allow_reentry`, exits among a ticket's scans), version 6 the round journal (sled
-/// tree `journal`, see `journal`). A log of version 5 is one of version 6 with an empty journal:
-/// it is marked 6 and opened.
-pub const FORMAT_VERSION: u32 = 6;
+/// tree `journal`, see `journal`), version 7 the journal files (`journal_files`). A log of
+/// version 5 is one of version 7 with no journal, one of version 6 one whose journal is in the
+/// tree, which the open folds: either is marked 7 and opened.
+pub const FORMAT_VERSION: u32 = 7;
 
-/// The version that `check_format` upgrades in place: its log reads as the current one.
-const UPGRADED_FORMAT_VERSION: u32 = 5;
+/// The versions that `check_format` upgrades in place: their logs read as the current one.
+const UPGRADED_FORMAT_VERSIONS: [u32; 2] = [5, 6];
 
 /// Refuses a data directory written in another format, naming both; marks a new one.
 pub fn check_format(data_dir: &Path) -> Result<(), StorageError> {
     let path = data_dir.join("FORMAT");
     match std::fs::read_to_string(&path) {
         Ok(text) if text.trim() == FORMAT_VERSION.to_string() => Ok(()),
-        // Marked before sled opens it: from then on a boxoffice of version 5, which would not
-        // read the journal, refuses it.
-        Ok(text) if text.trim() == UPGRADED_FORMAT_VERSION.to_string() => write_format(data_dir),
+        // Marked before sled opens it: from then on a boxoffice of an older version, which
+        // would not read the journal files, refuses it.
+        Ok(text)
+            if UPGRADED_FORMAT_VERSIONS
+                .iter()
+                .any(|v| text.trim() == v.to_string()) =>
+        {
+            write_format(data_dir)
+        }
         Ok(text) => Err(StorageError::Io(format!(
             "{} says format {}; this boxoffice reads format {FORMAT_VERSION}",
             path.display(),
@@ -128,6 +138,11 @@ pub trait LogStore: Send + 'static {
     fn drop_segments_before(&self, event: EventId, lsn: u64) -> Result<(), StorageError>;
     /// Makes every earlier write durable against power loss.
     fn flush(&self) -> Result<(), StorageError>;
+    /// Upkeep that makes nothing durable a flush has not, called by the group commit after a
+    /// round's waiters ran (`SledLog`: the checkpoint).
+    fn checkpoint(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Every event with at least one segment.
     fn events(&self) -> Result<Vec<EventId>, StorageError>;
     /// An event's segments in lsn order, as `(first lsn, segment)`.
@@ -220,7 +235,8 @@ fn keep_sled_metadata(dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// [`LogStore`] on sled 1.0.0-alpha.124, whose `flush` writes and fsyncs its files. Clones share
+/// [`LogStore`] on sled 1.0.0-alpha.124 and the journal files: `flush` appends the round to the
+/// journal and syncs it (one `fdatasync`), and sled flushes the trees at a checkpoint. Clones share
 /// the database. Boxed: the handles are large, and futures that hold a log (recovery's) grew
 /// past a debug-build test thread's stack with them inline (sled's handles are not `Sync`, so
 /// not an `Arc`).
@@ -251,6 +267,27 @@ pub struct SledTrees {
     outbox_runs: sled::Tree<LEAF_FANOUT>,
     /// Writes not yet in `log` and `outbox`: every read looks here too, under this lock.
     staged: Arc<Mutex<Staged>>,
+    /// Where each round is made durable (see `journal_files`). Taken before `staged` by a
+    /// flush, and held until its frame is synced, so frames go in round order.
+    files: Arc<Mutex<JournalFiles>>,
+    /// When sled last flushed the trees, and whether they have changed since.
+    checkpoint: Arc<Mutex<Checkpoint>>,
+}
+
+/// How often sled flushes what the trees got since its last flush (a checkpoint, run by the
+/// group commit after a round's waiters); once it has, the journal files whose rounds are all in
+/// the trees are given up. Acknowledgement marks, removed outbox entries and compactions, which go
+/// to the trees alone, are durable then too: a crash before it sends some outbox entries again and
+/// leaves some segments a snapshot covers (recovery skips them; the next compaction drops them).
+/// Not on a thread of its own: sled 1.0.0-alpha.124 flushing on one thread while another wrote
+/// left, after a SIGKILL, a database whose reads never ended (found by the crash test).
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+#[derive(Default)]
+pub struct Checkpoint {
+    last: Option<std::time::Instant>,
+    /// The trees have writes sled has not flushed.
+    dirty: bool,
 }
 
 impl SledLog {
@@ -270,6 +307,25 @@ impl SledLog {
         let outbox_acked = db.open_tree("outbox_acked")?;
         let journal = db.open_tree("journal")?;
         let outbox_runs = db.open_tree("outbox_runs")?;
+        // A new database's trees get their first leaves written and flushed before anything
+        // else: sled 1.0.0-alpha.124 flushes only leaves written to, and a tree never written
+        // (`outbox_acked` without a broker) whose database was flushed later, with writes to the
+        // others, was found after a SIGKILL with a leaf its reads waited for for ever (the crash
+        // test, within seconds, once flushes came every 100 ms instead of every round).
+        // Done once per directory; a file says so, written after the flush.
+        let journal_dir = dir.join("journal");
+        let marker = journal_dir.join("trees-flushed");
+        if !marker.exists() {
+            for tree in [&log, &outbox, &outbox_acked, &journal, &outbox_runs] {
+                tree.insert([0u8], &[][..])?;
+                tree.remove([0u8])?;
+            }
+            db.flush()?;
+            std::fs::create_dir_all(&journal_dir)?;
+            File::create(&marker)?.sync_all()?;
+            File::open(&journal_dir)?.sync_all()?;
+        }
+        let (files, frames) = JournalFiles::open(&journal_dir)?;
         let log = SledLog(Box::new(SledTrees {
             db,
             log,
@@ -278,24 +334,34 @@ impl SledLog {
             journal,
             outbox_runs,
             staged: Arc::new(Mutex::new(Staged::default())),
+            files: Arc::new(Mutex::new(files)),
+            checkpoint: Arc::new(Mutex::new(Checkpoint::default())),
         }));
-        log.fold_journal()?;
+        log.fold_journal(frames)?;
         Ok(log)
     }
 
     /// At open: writes every journal value's entries into the trees, in round order (outbox
-    /// entries the broker acknowledged are skipped: they were removed), removes the values and
-    /// flushes, so that recovery reads the trees alone.
-    fn fold_journal(&self) -> Result<(), StorageError> {
+    /// entries the broker acknowledged are skipped: they were removed): first the values of
+    /// tree `journal` (a log of format 6), then the frames of the journal files; removes the
+    /// values, flushes and gives up the files, so that recovery reads the trees alone.
+    fn fold_journal(&self, frames: Vec<journal_files::Frame>) -> Result<(), StorageError> {
         let mut rounds = Vec::new();
-        let mut entries: BTreeMap<EventId, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
+        let mut values = Vec::new();
         for entry in self.journal.iter() {
             let (key, value) = entry?;
             let round =
                 u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
                     StorageError::Io(format!("journal key of {} bytes", key.len()))
                 })?);
-            for (kind, event, n, bytes) in journal::decode(round, &value)? {
+            rounds.push(round);
+            values.push((round, value.to_vec()));
+        }
+        let from_files = !frames.is_empty();
+        values.extend(frames);
+        let mut entries: BTreeMap<EventId, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
+        for (round, value) in &values {
+            for (kind, event, n, bytes) in journal::decode(*round, value)? {
                 match kind {
                     Kind::Segment => {
                         self.log.insert(segment_key(event, n), bytes)?;
@@ -306,11 +372,10 @@ impl SledLog {
                     Kind::Outbox => {}
                 }
             }
-            rounds.push(round);
         }
-        let Some(&last) = rounds.last() else {
+        if values.is_empty() {
             return Ok(());
-        };
+        }
         for (event, entries) in entries {
             self.write_outbox_runs(event, entries)?;
         }
@@ -318,9 +383,12 @@ impl SledLog {
             self.journal.remove(round.to_be_bytes())?;
         }
         self.db.flush()?;
-        let mut staged = self.staged.lock().expect("staged lock");
-        staged.journal_first = last + 1;
-        staged.journal_next = last + 1;
+        if from_files {
+            self.files
+                .lock()
+                .expect("journal files lock")
+                .recycle_read()?;
+        }
         Ok(())
     }
 
@@ -371,6 +439,10 @@ impl SledLog {
 
     fn staged(&self) -> std::sync::MutexGuard<'_, Staged> {
         self.staged.lock().expect("staged lock")
+    }
+
+    fn checkpoint_state(&self) -> std::sync::MutexGuard<'_, Checkpoint> {
+        self.checkpoint.lock().expect("checkpoint lock")
     }
 
     /// Up to `limit` unacknowledged outbox entries after `after` (event, seq), in key order:
@@ -473,6 +545,8 @@ impl LogStore for SledLog {
     }
 
     fn drop_segments_before(&self, event: EventId, lsn: u64) -> Result<(), StorageError> {
+        // Goes to the trees alone: durable at the next checkpoint.
+        self.checkpoint_state().dirty = true;
         let mut staged = self.staged();
         let mut bad = None;
         staged.remove(Kind::Segment, event, |first, segment| {
@@ -504,16 +578,16 @@ impl LogStore for SledLog {
         Ok(())
     }
 
-    /// Writes the round: one journal value, or for a busy event its segments; folds the events
-    /// due (see `journal`); then flushes. The lock is held while the trees change, so a reader
-    /// sees each write staged or in its tree, never neither; not during sled's flush.
+    /// Makes the round durable: its journal value appended to the journal files and synced. The
+    /// events due are folded into the trees (see `journal`), which sled flushes at the next
+    /// checkpoint (`CHECKPOINT_EVERY`). The staged lock is held while the trees change, so a
+    /// reader sees each write staged or in its tree, never neither; not during the sync.
     fn flush(&self) -> Result<(), StorageError> {
-        {
+        let mut files = self.files.lock().expect("journal files lock");
+        let (value, folded) = {
             let mut staged = self.staged();
             let plan = staged.plan_flush();
-            if let Some((round, value)) = plan.journal {
-                self.journal.insert(round.to_be_bytes(), value)?;
-            }
+            let folded = !plan.folded.is_empty();
             for (event, u) in plan.folded {
                 for (first, segment) in journal::joined_segments(event, u.segments)? {
                     self.log.insert(segment_key(event, first), segment)?;
@@ -522,12 +596,38 @@ impl LogStore for SledLog {
                     self.outbox_runs.insert(segment_key(event, first), run)?;
                 }
             }
-            for round in plan.remove_journal {
-                self.journal.remove(round.to_be_bytes())?;
-            }
+            (plan.journal, folded)
+        };
+        if let Some((round, value)) = value {
+            files.append(round, &value)?;
         }
-        self.db.flush()?;
+        drop(files);
+        if folded {
+            self.checkpoint_state().dirty = true;
+        }
         Ok(())
+    }
+
+    /// With writes in the trees sled has not flushed and the last checkpoint `CHECKPOINT_EVERY`
+    /// ago: flushes them and gives up the journal files whose rounds are all in the trees.
+    fn checkpoint(&self) -> Result<(), StorageError> {
+        let mut checkpoint = self.checkpoint.lock().expect("checkpoint lock");
+        let due = checkpoint
+            .last
+            .is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY);
+        if !checkpoint.dirty || !due {
+            return Ok(());
+        }
+        // Every round before it is in the trees: folded under the staged lock, before now.
+        let keep_from = self.staged().journal_first;
+        checkpoint.dirty = false;
+        checkpoint.last = Some(std::time::Instant::now());
+        drop(checkpoint);
+        self.db.flush()?;
+        self.files
+            .lock()
+            .expect("journal files lock")
+            .discard_before(keep_from)
     }
 
     fn events(&self) -> Result<Vec<EventId>, StorageError> {
@@ -562,6 +662,8 @@ impl LogStore for SledLog {
         event: EventId,
         seqs: std::ops::RangeInclusive<u64>,
     ) -> Result<u64, StorageError> {
+        // Goes to the trees alone: durable at the next checkpoint.
+        self.checkpoint_state().dirty = true;
         let mut staged = self.staged();
         let mut removed = staged.remove(Kind::Outbox, event, |seq, _| seqs.contains(&seq));
         let mut doomed = Vec::new();
@@ -596,6 +698,8 @@ impl LogStore for SledLog {
     }
 
     fn mark_outbox_acked(&self, event: EventId, seq: u64) -> Result<(), StorageError> {
+        // Goes to the trees alone: durable at the next checkpoint.
+        self.checkpoint_state().dirty = true;
         self.outbox_acked
             .insert(event.0.as_bytes(), &seq.to_be_bytes()[..])?;
         Ok(())
@@ -1274,7 +1378,11 @@ mod tests {
         let log = SledLog::open(dir.path(), 16).unwrap();
         assert_eq!(log.events().unwrap(), events);
         check(&log, 20);
-        assert_eq!(log.journal.len(), 0, "the open folded the journal");
+        assert_eq!(
+            log.files.lock().unwrap().len(),
+            (0, 0),
+            "the open folded the journal files and gave them up"
+        );
     }
 
     /// The files of sled's metadata store: `(snapshot ids, log ids)`.
@@ -1335,20 +1443,22 @@ mod tests {
         check_format(dir.path()).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
-            "6\n"
+            "7\n"
         );
         check_format(dir.path()).unwrap();
-        // Version 5 is version 6 without a journal: marked 6 and opened.
-        std::fs::write(dir.path().join("FORMAT"), "5\n").unwrap();
-        check_format(dir.path()).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
-            "6\n"
-        );
+        // Versions 5 and 6 read as 7: marked 7 and opened.
+        for old in ["5\n", "6\n"] {
+            std::fs::write(dir.path().join("FORMAT"), old).unwrap();
+            check_format(dir.path()).unwrap();
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
+                "7\n"
+            );
+        }
         std::fs::write(dir.path().join("FORMAT"), "4\n").unwrap();
         let err = check_format(dir.path()).unwrap_err().to_string();
         assert!(
-            err.contains("format 4") && err.contains("reads format 6"),
+            err.contains("format 4") && err.contains("reads format 7"),
             "{err}"
         );
         let old = tempfile::tempdir().unwrap();
