@@ -369,19 +369,23 @@ fn run_one(
 }
 
 /// What the group commit did over the whole run (warm-up, drain and audit included): how many
-/// rounds, how much each wrote, how long a round's writes and flush took.
+/// rounds, how much each wrote, how long a round's writes and flush took, and the checkpoints
+/// between rounds.
 fn commit_note(stats: &engine::commit::CommitStats) -> String {
     let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
     let rounds = load(&stats.flushes).max(1) as f64;
     format!(
         "group commit: {} rounds, per round {:.0} records, {:.1} segments, {:.1} outbox entries, \
-         {:.2} ms writing and flushing (max {:.1} ms)",
+         {:.2} ms writing and flushing (max {:.1} ms); {} checkpoints, {:.1} ms each (max {:.1} ms)",
         load(&stats.flushes),
         load(&stats.records) as f64 / rounds,
         load(&stats.segments) as f64 / rounds,
         load(&stats.outbox_written) as f64 / rounds,
         load(&stats.flush_nanos_total) as f64 / rounds / 1e6,
         load(&stats.flush_nanos_max) as f64 / 1e6,
+        load(&stats.checkpoints),
+        load(&stats.checkpoint_nanos_total) as f64 / load(&stats.checkpoints).max(1) as f64 / 1e6,
+        load(&stats.checkpoint_nanos_max) as f64 / 1e6,
     )
 }
 

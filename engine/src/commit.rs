@@ -66,6 +66,11 @@ pub struct CommitStats {
     /// Outbox entries written, and removed once acknowledged, since start.
     pub outbox_written: AtomicU64,
     pub outbox_removed: AtomicU64,
+    /// Upkeep after rounds (`LogStore::checkpoint`: sled's flush of the trees) that did some
+    /// work, and its time: the next round waits for it.
+    pub checkpoints: AtomicU64,
+    pub checkpoint_nanos_total: AtomicU64,
+    pub checkpoint_nanos_max: AtomicU64,
 }
 
 struct Shared {
@@ -346,13 +351,29 @@ fn commit_round(shared: &Shared, log: &dyn LogStore, round: Round) {
         waiter(result.clone());
     }
     // Upkeep after the answers, so that no waiter waits for it.
-    if poisoned.is_none()
-        && result.is_ok()
-        && let Err(e) = log.checkpoint()
-    {
-        tracing::error!(error = %e, "log checkpoint failed; refusing further changes");
-        shared.queue.lock().expect("commit queue lock").poisoned = Some(e);
-        shared.failed.store(true, Ordering::Release);
+    if poisoned.is_none() && result.is_ok() {
+        let started = Instant::now();
+        match log.checkpoint() {
+            Ok(false) => {}
+            Ok(true) => {
+                let nanos = started.elapsed().as_nanos() as u64;
+                let stats = &shared.stats;
+                stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .checkpoint_nanos_total
+                    .fetch_add(nanos, Ordering::Relaxed);
+                stats
+                    .checkpoint_nanos_max
+                    .fetch_max(nanos, Ordering::Relaxed);
+                metrics::histogram!("boxoffice_log_checkpoint_duration_seconds")
+                    .record(nanos as f64 / 1e9);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "log checkpoint failed; refusing further changes");
+                shared.queue.lock().expect("commit queue lock").poisoned = Some(e);
+                shared.failed.store(true, Ordering::Release);
+            }
+        }
     }
 }
 

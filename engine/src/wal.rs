@@ -139,9 +139,9 @@ pub trait LogStore: Send + 'static {
     /// Makes every earlier write durable against power loss.
     fn flush(&self) -> Result<(), StorageError>;
     /// Upkeep that makes nothing durable a flush has not, called by the group commit after a
-    /// round's waiters ran (`SledLog`: the checkpoint).
-    fn checkpoint(&self) -> Result<(), StorageError> {
-        Ok(())
+    /// round's waiters ran (`SledLog`: the checkpoint); says whether it did any.
+    fn checkpoint(&self) -> Result<bool, StorageError> {
+        Ok(false)
     }
     /// Every event with at least one segment.
     fn events(&self) -> Result<Vec<EventId>, StorageError>;
@@ -610,13 +610,13 @@ impl LogStore for SledLog {
 
     /// With writes in the trees sled has not flushed and the last checkpoint `CHECKPOINT_EVERY`
     /// ago: flushes them and gives up the journal files whose rounds are all in the trees.
-    fn checkpoint(&self) -> Result<(), StorageError> {
+    fn checkpoint(&self) -> Result<bool, StorageError> {
         let mut checkpoint = self.checkpoint.lock().expect("checkpoint lock");
         let due = checkpoint
             .last
             .is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY);
         if !checkpoint.dirty || !due {
-            return Ok(());
+            return Ok(false);
         }
         // Every round before it is in the trees: folded under the staged lock, before now.
         let keep_from = self.staged().journal_first;
@@ -627,7 +627,8 @@ impl LogStore for SledLog {
         self.files
             .lock()
             .expect("journal files lock")
-            .discard_before(keep_from)
+            .discard_before(keep_from)?;
+        Ok(true)
     }
 
     fn events(&self) -> Result<Vec<EventId>, StorageError> {
