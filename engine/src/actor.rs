@@ -468,6 +468,20 @@ impl Actor for EventActor {
     type State = EventState;
     type Arguments = EventArgs;
 
+    /// A snapshot still being written is finished before the actor stops: a graceful stop then
+    /// leaves it for the next start (which would otherwise replay what it covers), and a
+    /// restart in the same process never races its file.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<EventMsg>,
+        state: &mut EventState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(task) = state.snapshot_task.take() {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+
     async fn pre_start(
         &self,
         _myself: ActorRef<EventMsg>,
