@@ -344,8 +344,7 @@ fn commit_round(shared: &Shared, log: &dyn LogStore, round: Round) {
         // The actors' memory is now ahead of the disk. Refuse every later change rather than
         // acknowledge one that a restart would not find.
         tracing::error!(error = %e, "log write failed; refusing further changes");
-        shared.queue.lock().expect("commit queue lock").poisoned = Some(e.clone());
-        shared.failed.store(true, Ordering::Release);
+        poison(shared, e.clone());
     }
     for waiter in waiters {
         waiter(result.clone());
@@ -370,11 +369,16 @@ fn commit_round(shared: &Shared, log: &dyn LogStore, round: Round) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "log checkpoint failed; refusing further changes");
-                shared.queue.lock().expect("commit queue lock").poisoned = Some(e);
-                shared.failed.store(true, Ordering::Release);
+                poison(shared, e);
             }
         }
     }
+}
+
+/// Refuses every later change, saying why.
+fn poison(shared: &Shared, e: StorageError) {
+    shared.queue.lock().expect("commit queue lock").poisoned = Some(e);
+    shared.failed.store(true, Ordering::Release);
 }
 
 /// Writes one round's segments with their outbox entries, compactions and outbox

@@ -77,7 +77,8 @@ impl JournalFiles {
             let bytes = std::fs::read(journal_path(dir, number))?;
             frames.extend(read_frames(number, &bytes));
         }
-        let closed = journals.iter().map(|&n| (n, u64::MAX)).collect();
+        // Their rounds are folded at open, before anything else: none is needed after it.
+        let closed = journals.iter().map(|&n| (n, 0)).collect();
         Ok((
             JournalFiles {
                 dir: dir.to_path_buf(),
@@ -126,7 +127,7 @@ impl JournalFiles {
     /// rounds are read again at the next open, and folding them again changes nothing.
     pub fn discard_before(&mut self, keep_from: u64) -> Result<(), StorageError> {
         while let Some(&(number, last)) = self.closed.front() {
-            if last >= keep_from && keep_from != u64::MAX {
+            if last >= keep_from {
                 break;
             }
             let path = journal_path(&self.dir, number);
